@@ -1,0 +1,7 @@
+// Placeholder until its issue lands: reports that the subcommand is not built yet.
+#include "commands.hpp"
+#include "dsv4/error.hpp"
+namespace dsv4::cli {
+int cmd_chat_template(const Args&) { fail(Status::unsupported, "this subcommand is not implemented yet"); }
+int cmd_parse_completion(const Args&) { fail(Status::unsupported, "this subcommand is not implemented yet"); }
+}

@@ -1,0 +1,118 @@
+// Safetensors reader (mmap, zero-copy) and writer, single files and sharded checkpoints.
+//
+// A SafetensorsFile owns one read-only mapping; TensorView points into it and is valid while the
+// file (or the Checkpoint holding it) lives. Opening validates the whole header up front — header
+// length, JSON, every entry's dtype/shape/offsets, overlaps — and throws dsv4::Error naming the file
+// and tensor on the first problem, so later accesses never read out of bounds. A Checkpoint is a
+// directory with `model.safetensors.index.json` (weight_map name → shard) or a single
+// `model.safetensors`; every shard is opened and every index entry checked at open time.
+// Thread-safety: all const methods may be called concurrently.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace dsv4 {
+
+enum class DType : uint8_t { BF16, F16, F32, F64, F8_E4M3, F8_E8M0, I8, U8, I16, I32, I64, BOOL };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);           // safetensors spelling ("BF16", "F8_E4M3", ...)
+std::optional<DType> parse_dtype(const std::string& name);
+
+struct TensorView {
+  std::string name;
+  DType dtype{};
+  std::vector<int64_t> shape;
+  const uint8_t* data = nullptr;  // nbytes bytes, little-endian, row-major; not necessarily aligned
+  size_t nbytes = 0;
+  const std::string* file = nullptr;  // path of the file holding it (for error messages)
+
+  int64_t numel() const;
+  int64_t dim(size_t i) const { return shape.at(i); }
+  std::string shape_str() const;  // "[a, b]"
+  template <typename T> std::span<const T> as() const {
+    return {reinterpret_cast<const T*>(data), nbytes / sizeof(T)};
+  }
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and validates `path`; throws Error(io|format) naming the file (and tensor) on any problem.
+  explicit SafetensorsFile(const std::string& path);
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const TensorView* find(const std::string& name) const;  // nullptr when absent
+  const TensorView& get(const std::string& name) const;   // throws naming file and tensor
+  const std::vector<TensorView>& tensors() const { return tensors_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+
+ private:
+  std::string path_;
+  void* map_ = nullptr;
+  size_t size_ = 0;
+  std::vector<TensorView> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+class Checkpoint {
+ public:
+  // `dir` holds model.safetensors.index.json (+ shards) or model.safetensors; `dir` may also be a
+  // single .safetensors file.
+  explicit Checkpoint(const std::string& dir);
+  const std::string& dir() const { return dir_; }
+  const TensorView* find(const std::string& name) const;
+  const TensorView& get(const std::string& name) const;  // throws Error(format) naming the tensor
+  bool contains(const std::string& name) const { return find(name) != nullptr; }
+  std::vector<std::string> names() const;  // sorted
+  const std::vector<std::unique_ptr<SafetensorsFile>>& shards() const { return shards_; }
+  size_t total_bytes() const;
+
+ private:
+  std::string dir_;
+  std::vector<std::unique_ptr<SafetensorsFile>> shards_;
+  std::map<std::string, const TensorView*> by_name_;
+};
+
+// Builds safetensors files. Tensors are written in insertion order, 8-byte aligned data offsets.
+class SafetensorsWriter {
+ public:
+  void add(const std::string& name, DType dtype, std::vector<int64_t> shape, std::vector<uint8_t> bytes);
+  template <typename T>
+  void add_values(const std::string& name, DType dtype, std::vector<int64_t> shape, const std::vector<T>& v) {
+    std::vector<uint8_t> b(v.size() * sizeof(T));
+    if (!b.empty()) std::memcpy(b.data(), v.data(), b.size());
+    add(name, dtype, std::move(shape), std::move(b));
+  }
+  void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+  size_t size() const { return entries_.size(); }
+  size_t data_bytes() const;
+  // Writes one file with every tensor added so far.
+  void write(const std::string& path) const;
+  // Writes `dir`/model-0000i-of-0000n.safetensors shards of at most ~`max_shard_bytes` each (a tensor
+  // never spans shards) plus model.safetensors.index.json. Returns the shard count.
+  int write_sharded(const std::string& dir, size_t max_shard_bytes) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::vector<uint8_t> bytes;
+  };
+  void write_entries(const std::string& path, const std::vector<const Entry*>& entries) const;
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace dsv4

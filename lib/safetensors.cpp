@@ -1,0 +1,309 @@
+// Safetensors reader/writer (see include/dsv4/safetensors.hpp for the contract).
+#include "dsv4/safetensors.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "dsv4/error.hpp"
+
+namespace dsv4 {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+struct DTypeInfo {
+  DType t;
+  const char* name;
+  size_t size;
+};
+constexpr DTypeInfo kDTypes[] = {
+    {DType::BF16, "BF16", 2},       {DType::F16, "F16", 2},         {DType::F32, "F32", 4},
+    {DType::F64, "F64", 8},         {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E8M0, "F8_E8M0", 1},
+    {DType::I8, "I8", 1},           {DType::U8, "U8", 1},           {DType::I16, "I16", 2},
+    {DType::I32, "I32", 4},         {DType::I64, "I64", 8},         {DType::BOOL, "BOOL", 1},
+};
+constexpr uint64_t kMaxHeader = 512ull << 20;  // a header larger than this is corrupt
+}  // namespace
+
+size_t dtype_size(DType t) { return kDTypes[static_cast<int>(t)].size; }
+const char* dtype_name(DType t) { return kDTypes[static_cast<int>(t)].name; }
+std::optional<DType> parse_dtype(const std::string& name) {
+  for (const auto& d : kDTypes)
+    if (name == d.name) return d.t;
+  return std::nullopt;
+}
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+std::string TensorView::shape_str() const { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+// ---- reader ---------------------------------------------------------------------------------
+SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(Status::io, "{}: cannot open: {}", path, std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    fail(Status::io, "{}: cannot stat: {}", path, std::strerror(e));
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ < 8) {
+    ::close(fd);
+    fail(Status::io, "{}: truncated: {} bytes, a safetensors file needs at least the 8-byte header length", path, size_);
+  }
+  map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    fail(Status::io, "{}: mmap failed: {}", path, std::strerror(errno));
+  }
+  try {
+    const auto* base = static_cast<const uint8_t*>(map_);
+    uint64_t n = 0;
+    for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(base[i]) << (8 * i);
+    if (n > size_ - 8)
+      fail(Status::io, "{}: truncated: header length {} exceeds the {} bytes after the length field", path, n, size_ - 8);
+    if (n > kMaxHeader) fail(Status::format, "{}: header length {} is implausibly large", path, n);
+    json header;
+    try {
+      header = json::parse(base + 8, base + 8 + n);
+    } catch (const json::exception& e) {
+      fail(Status::format, "{}: malformed JSON header: {}", path, e.what());
+    }
+    if (!header.is_object()) fail(Status::format, "{}: JSON header is not an object", path);
+    const uint8_t* data = base + 8 + n;
+    const size_t data_size = size_ - 8 - n;
+    struct Range { size_t b, e; size_t idx; };
+    std::vector<Range> ranges;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      const std::string& name = it.key();
+      const json& v = it.value();
+      if (name == "__metadata__") {
+        if (!v.is_object()) fail(Status::format, "{}: __metadata__ is not an object", path);
+        for (auto m = v.begin(); m != v.end(); ++m)
+          metadata_[m.key()] = m.value().is_string() ? m.value().get<std::string>() : m.value().dump();
+        continue;
+      }
+      if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+        fail(Status::format, "{}: tensor '{}': entry needs dtype, shape and data_offsets", path, name);
+      if (!v["dtype"].is_string()) fail(Status::format, "{}: tensor '{}': dtype is not a string", path, name);
+      auto dt = parse_dtype(v["dtype"].get<std::string>());
+      if (!dt) fail(Status::format, "{}: tensor '{}': unknown dtype '{}'", path, name, v["dtype"].get<std::string>());
+      TensorView t;
+      t.name = name;
+      t.dtype = *dt;
+      if (!v["shape"].is_array()) fail(Status::format, "{}: tensor '{}': shape is not an array", path, name);
+      uint64_t numel = 1;
+      for (const auto& d : v["shape"]) {
+        if (!d.is_number_integer() || d.get<int64_t>() < 0)
+          fail(Status::format, "{}: tensor '{}': shape entries must be non-negative integers", path, name);
+        uint64_t dd = d.get<uint64_t>();
+        if (dd != 0 && numel > (1ull << 62) / dd) fail(Status::format, "{}: tensor '{}': shape overflows", path, name);
+        numel *= dd;
+        t.shape.push_back(static_cast<int64_t>(dd));
+      }
+      const json& off = v["data_offsets"];
+      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+        fail(Status::format, "{}: tensor '{}': data_offsets must be two non-negative integers", path, name);
+      uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+      if (e < b) fail(Status::format, "{}: tensor '{}': data_offsets [{}, {}] end before they begin", path, name, b, e);
+      if (e > data_size)
+        fail(Status::io, "{}: tensor '{}': data_offsets [{}, {}] out of range: the file holds {} data bytes (truncated?)",
+             path, name, b, e, data_size);
+      uint64_t expect = numel * dtype_size(*dt);
+      if (e - b != expect)
+        fail(Status::format, "{}: tensor '{}': {} bytes stored but dtype {} × shape {} needs {}", path, name, e - b,
+             dtype_name(*dt), t.shape_str(), expect);
+      t.data = data + b;
+      t.nbytes = static_cast<size_t>(e - b);
+      t.file = &path_;
+      ranges.push_back({static_cast<size_t>(b), static_cast<size_t>(e), tensors_.size()});
+      index_[name] = tensors_.size();
+      tensors_.push_back(std::move(t));
+    }
+    std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.b < b.b; });
+    for (size_t i = 1; i < ranges.size(); ++i)
+      if (ranges[i].b < ranges[i - 1].e && ranges[i].e > ranges[i].b)
+        fail(Status::format, "{}: tensors '{}' and '{}' have overlapping data_offsets", path,
+             tensors_[ranges[i - 1].idx].name, tensors_[ranges[i].idx].name);
+  } catch (...) {
+    ::munmap(map_, size_);
+    map_ = nullptr;
+    throw;
+  }
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (map_) ::munmap(map_, size_);
+}
+
+const TensorView* SafetensorsFile::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+const TensorView& SafetensorsFile::get(const std::string& name) const {
+  if (auto* t = find(name)) return *t;
+  fail(Status::format, "{}: tensor '{}' not found", path_, name);
+}
+
+// ---- checkpoint -------------------------------------------------------------------------------
+Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
+  fs::path p(dir);
+  if (!fs::exists(p)) fail(Status::io, "{}: no such file or directory", dir);
+  if (fs::is_regular_file(p)) {
+    shards_.push_back(std::make_unique<SafetensorsFile>(p.string()));
+  } else if (fs::exists(p / "model.safetensors.index.json")) {
+    const std::string index_path = (p / "model.safetensors.index.json").string();
+    std::ifstream in(index_path);
+    if (!in) fail(Status::io, "{}: cannot open", index_path);
+    json idx;
+    try {
+      idx = json::parse(in);
+    } catch (const json::exception& e) {
+      fail(Status::format, "{}: malformed JSON: {}", index_path, e.what());
+    }
+    if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
+      fail(Status::format, "{}: missing object 'weight_map'", index_path);
+    std::map<std::string, size_t> shard_of_file;
+    std::vector<std::pair<std::string, std::string>> entries;
+    for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
+      if (!it.value().is_string())
+        fail(Status::format, "{}: weight_map['{}'] is not a file name", index_path, it.key());
+      entries.emplace_back(it.key(), it.value().get<std::string>());
+      shard_of_file.emplace(it.value().get<std::string>(), 0);
+    }
+    for (auto& [file, slot] : shard_of_file) {
+      fs::path sp = p / file;
+      if (!fs::exists(sp)) fail(Status::io, "{}: shard '{}' listed in the index is missing", dir, file);
+      slot = shards_.size();
+      shards_.push_back(std::make_unique<SafetensorsFile>(sp.string()));
+    }
+    for (const auto& [name, file] : entries) {
+      const auto& shard = *shards_[shard_of_file[file]];
+      const TensorView* t = shard.find(name);
+      if (!t) fail(Status::format, "{}: tensor '{}' is listed in the index but missing from shard '{}'", dir, name, file);
+      by_name_[name] = t;
+    }
+    return;
+  } else if (fs::exists(p / "model.safetensors")) {
+    shards_.push_back(std::make_unique<SafetensorsFile>((p / "model.safetensors").string()));
+  } else {
+    fail(Status::io, "{}: neither model.safetensors.index.json nor model.safetensors found", dir);
+  }
+  for (const auto& t : shards_[0]->tensors()) by_name_[t.name] = &t;
+}
+
+const TensorView* Checkpoint::find(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+const TensorView& Checkpoint::get(const std::string& name) const {
+  if (auto* t = find(name)) return *t;
+  fail(Status::format, "{}: tensor '{}' not found in the checkpoint", dir_, name);
+}
+std::vector<std::string> Checkpoint::names() const {
+  std::vector<std::string> out;
+  out.reserve(by_name_.size());
+  for (const auto& kv : by_name_) out.push_back(kv.first);
+  return out;
+}
+size_t Checkpoint::total_bytes() const {
+  size_t n = 0;
+  for (const auto& kv : by_name_) n += kv.second->nbytes;
+  return n;
+}
+
+// ---- writer -----------------------------------------------------------------------------------
+void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                            std::vector<uint8_t> bytes) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  if (static_cast<size_t>(n) * dtype_size(dtype) != bytes.size())
+    fail(Status::invalid_argument, "SafetensorsWriter: tensor '{}': {} bytes for dtype {} shape [{}]", name,
+         bytes.size(), dtype_name(dtype), fmt::join(shape, ", "));
+  entries_.push_back({name, dtype, std::move(shape), std::move(bytes)});
+}
+
+size_t SafetensorsWriter::data_bytes() const {
+  size_t n = 0;
+  for (const auto& e : entries_) n += e.bytes.size();
+  return n;
+}
+
+void SafetensorsWriter::write_entries(const std::string& path, const std::vector<const Entry*>& entries) const {
+  json header = json::object();
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  size_t off = 0;
+  std::vector<size_t> offsets;
+  for (const Entry* e : entries) {
+    off = (off + 7) & ~size_t{7};
+    offsets.push_back(off);
+    header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {off, off + e->bytes.size()}}};
+    off += e->bytes.size();
+  }
+  std::string h = header.dump();
+  while ((h.size() + 8) % 8) h.push_back(' ');
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) fail(Status::io, "{}: cannot create", path);
+  uint64_t n = h.size();
+  char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  out.write(len, 8);
+  out.write(h.data(), static_cast<std::streamsize>(h.size()));
+  size_t pos = 0;
+  static const char zeros[8] = {};
+  for (size_t i = 0; i < entries.size(); ++i) {
+    out.write(zeros, static_cast<std::streamsize>(offsets[i] - pos));
+    out.write(reinterpret_cast<const char*>(entries[i]->bytes.data()), static_cast<std::streamsize>(entries[i]->bytes.size()));
+    pos = offsets[i] + entries[i]->bytes.size();
+  }
+  if (!out) fail(Status::io, "{}: write failed", path);
+}
+
+void SafetensorsWriter::write(const std::string& path) const {
+  std::vector<const Entry*> all;
+  for (const auto& e : entries_) all.push_back(&e);
+  write_entries(path, all);
+}
+
+int SafetensorsWriter::write_sharded(const std::string& dir, size_t max_shard_bytes) const {
+  fs::create_directories(dir);
+  std::vector<std::vector<const Entry*>> shards(1);
+  size_t cur = 0;
+  for (const auto& e : entries_) {
+    if (cur > 0 && cur + e.bytes.size() > max_shard_bytes) {
+      shards.emplace_back();
+      cur = 0;
+    }
+    shards.back().push_back(&e);
+    cur += e.bytes.size();
+  }
+  const int n = static_cast<int>(shards.size());
+  json weight_map = json::object();
+  for (int i = 0; i < n; ++i) {
+    std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
+    write_entries((fs::path(dir) / file).string(), shards[i]);
+    for (const Entry* e : shards[i]) weight_map[e->name] = file;
+  }
+  json index = {{"metadata", {{"total_size", data_bytes()}}}, {"weight_map", weight_map}};
+  std::ofstream out(fs::path(dir) / "model.safetensors.index.json");
+  out << index.dump(2) << "\n";
+  if (!out) fail(Status::io, "{}: cannot write model.safetensors.index.json", dir);
+  return n;
+}
+
+}  // namespace dsv4

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: set up, build, generate a small random-weight checkpoint with the
+# real DeepSeek tokenizer, and inspect it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
+bash scripts/setup.sh
+bash scripts/build.sh
+model=build/models/tiny
+[ -f "$model/config.json" ] || ./build/dsv4 make-model --preset tiny --seed 1 --out "$model"
+./build/dsv4 inspect "$model"

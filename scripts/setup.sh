@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what libdsv4 needs on a Debian/Ubuntu machine (apt + pip), idempotently.
+set -euo pipefail
+pkgs=(cmake g++ ninja-build pkg-config catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev python3-pip)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+py_missing=()
+for m in numpy pytest pybind11 tokenizers; do python3 -c "import $m" 2>/dev/null || py_missing+=("$m"); done
+if ((${#py_missing[@]})); then python3 -m pip install -q "${py_missing[@]}"; fi
