@@ -244,16 +244,25 @@ size_t SafetensorsWriter::data_bytes() const {
   return n;
 }
 
-void SafetensorsWriter::write_entries(const std::string& path, const std::vector<const Entry*>& entries) const {
+size_t TensorHeader::nbytes() const {
+  size_t n = dtype_size(dtype);
+  for (auto d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+namespace {
+// Writes one file: header for `idx` entries of `all`, then their bytes from `fill` in order.
+void write_one(const std::string& path, const std::vector<TensorHeader>& all, const std::vector<size_t>& idx,
+               const TensorFiller& fill, const std::map<std::string, std::string>& metadata) {
   json header = json::object();
-  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   size_t off = 0;
   std::vector<size_t> offsets;
-  for (const Entry* e : entries) {
+  for (size_t i : idx) {
     off = (off + 7) & ~size_t{7};
     offsets.push_back(off);
-    header[e->name] = {{"dtype", dtype_name(e->dtype)}, {"shape", e->shape}, {"data_offsets", {off, off + e->bytes.size()}}};
-    off += e->bytes.size();
+    header[all[i].name] = {{"dtype", dtype_name(all[i].dtype)}, {"shape", all[i].shape}, {"data_offsets", {off, off + all[i].nbytes()}}};
+    off += all[i].nbytes();
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8) h.push_back(' ');
@@ -266,44 +275,73 @@ void SafetensorsWriter::write_entries(const std::string& path, const std::vector
   out.write(h.data(), static_cast<std::streamsize>(h.size()));
   size_t pos = 0;
   static const char zeros[8] = {};
-  for (size_t i = 0; i < entries.size(); ++i) {
-    out.write(zeros, static_cast<std::streamsize>(offsets[i] - pos));
-    out.write(reinterpret_cast<const char*>(entries[i]->bytes.data()), static_cast<std::streamsize>(entries[i]->bytes.size()));
-    pos = offsets[i] + entries[i]->bytes.size();
+  std::vector<uint8_t> bytes;
+  for (size_t k = 0; k < idx.size(); ++k) {
+    bytes.clear();
+    fill(idx[k], bytes);
+    if (bytes.size() != all[idx[k]].nbytes())
+      fail(Status::internal, "{}: tensor '{}': filler produced {} bytes, expected {}", path, all[idx[k]].name, bytes.size(),
+           all[idx[k]].nbytes());
+    out.write(zeros, static_cast<std::streamsize>(offsets[k] - pos));
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    pos = offsets[k] + bytes.size();
   }
-  if (!out) fail(Status::io, "{}: write failed", path);
+  if (!out) fail(Status::io, "{}: write failed (disk full?)", path);
+}
+}  // namespace
+
+void write_safetensors_file(const std::string& path, const std::vector<TensorHeader>& tensors, const TensorFiller& fill,
+                            const std::map<std::string, std::string>& metadata) {
+  std::vector<size_t> idx(tensors.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  write_one(path, tensors, idx, fill, metadata);
 }
 
-void SafetensorsWriter::write(const std::string& path) const {
-  std::vector<const Entry*> all;
-  for (const auto& e : entries_) all.push_back(&e);
-  write_entries(path, all);
-}
-
-int SafetensorsWriter::write_sharded(const std::string& dir, size_t max_shard_bytes) const {
+int write_safetensors_sharded(const std::string& dir, const std::vector<TensorHeader>& tensors, size_t max_shard_bytes,
+                              const TensorFiller& fill, const std::map<std::string, std::string>& metadata,
+                              bool always_index) {
   fs::create_directories(dir);
-  std::vector<std::vector<const Entry*>> shards(1);
-  size_t cur = 0;
-  for (const auto& e : entries_) {
-    if (cur > 0 && cur + e.bytes.size() > max_shard_bytes) {
+  std::vector<std::vector<size_t>> shards(1);
+  size_t cur = 0, total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const size_t nb = tensors[i].nbytes();
+    if (cur > 0 && cur + nb > max_shard_bytes) {
       shards.emplace_back();
       cur = 0;
     }
-    shards.back().push_back(&e);
-    cur += e.bytes.size();
+    shards.back().push_back(i);
+    cur += nb;
+    total += nb;
   }
   const int n = static_cast<int>(shards.size());
-  json weight_map = json::object();
-  for (int i = 0; i < n; ++i) {
-    std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n);
-    write_entries((fs::path(dir) / file).string(), shards[i]);
-    for (const Entry* e : shards[i]) weight_map[e->name] = file;
+  if (n == 1 && !always_index) {
+    write_one((fs::path(dir) / "model.safetensors").string(), tensors, shards[0], fill, metadata);
+    return 1;
   }
-  json index = {{"metadata", {{"total_size", data_bytes()}}}, {"weight_map", weight_map}};
+  json weight_map = json::object();
+  for (int s = 0; s < n; ++s) {
+    std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, n);
+    write_one((fs::path(dir) / file).string(), tensors, shards[static_cast<size_t>(s)], fill, metadata);
+    for (size_t i : shards[static_cast<size_t>(s)]) weight_map[tensors[i].name] = file;
+  }
+  json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   std::ofstream out(fs::path(dir) / "model.safetensors.index.json");
   out << index.dump(2) << "\n";
   if (!out) fail(Status::io, "{}: cannot write model.safetensors.index.json", dir);
   return n;
+}
+
+std::vector<TensorHeader> SafetensorsWriter::headers() const {
+  std::vector<TensorHeader> h;
+  for (const auto& e : entries_) h.push_back({e.name, e.dtype, e.shape});
+  return h;
+}
+TensorFiller SafetensorsWriter::filler() const {
+  return [this](size_t i, std::vector<uint8_t>& b) { b = entries_[i].bytes; };
+}
+void SafetensorsWriter::write(const std::string& path) const { write_safetensors_file(path, headers(), filler(), metadata_); }
+int SafetensorsWriter::write_sharded(const std::string& dir, size_t max_shard_bytes) const {
+  return write_safetensors_sharded(dir, headers(), max_shard_bytes, filler(), metadata_);
 }
 
 }  // namespace dsv4

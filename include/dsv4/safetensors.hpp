@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -84,7 +85,26 @@ class Checkpoint {
   std::map<std::string, const TensorView*> by_name_;
 };
 
-// Builds safetensors files. Tensors are written in insertion order, 8-byte aligned data offsets.
+// Streaming writer: headers are known up front, bytes are produced one tensor at a time by `fill`
+// (called in order with the tensor's index; it must resize `bytes` to the tensor's size), so a
+// multi-gigabyte checkpoint never has to sit in memory. Shards hold at most ~max_shard_bytes each (a
+// tensor never spans shards); with more than one shard (or `always_index`), writes
+// model-0000i-of-0000n.safetensors + model.safetensors.index.json, else model.safetensors.
+struct TensorHeader {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  size_t nbytes() const;
+};
+using TensorFiller = std::function<void(size_t index, std::vector<uint8_t>& bytes)>;
+int write_safetensors_sharded(const std::string& dir, const std::vector<TensorHeader>& tensors, size_t max_shard_bytes,
+                              const TensorFiller& fill, const std::map<std::string, std::string>& metadata = {},
+                              bool always_index = true);
+// One file holding `tensors` (indices into the list passed to `fill`).
+void write_safetensors_file(const std::string& path, const std::vector<TensorHeader>& tensors, const TensorFiller& fill,
+                            const std::map<std::string, std::string>& metadata = {});
+
+// Builds safetensors files in memory (tests, small outputs). Tensors are written in insertion order, 8-byte aligned data offsets.
 class SafetensorsWriter {
  public:
   void add(const std::string& name, DType dtype, std::vector<int64_t> shape, std::vector<uint8_t> bytes);
@@ -110,7 +130,8 @@ class SafetensorsWriter {
     std::vector<int64_t> shape;
     std::vector<uint8_t> bytes;
   };
-  void write_entries(const std::string& path, const std::vector<const Entry*>& entries) const;
+  std::vector<TensorHeader> headers() const;
+  TensorFiller filler() const;
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
 };

@@ -1,0 +1,384 @@
+// Config parsing, schedule derivation and RoPE tables (contract in include/dsv4/config.hpp).
+#include "dsv4/config.hpp"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <numbers>
+
+#include "dsv4/error.hpp"
+
+namespace dsv4 {
+using json = nlohmann::json;
+
+const char* attn_kind_name(AttnKind k) {
+  switch (k) {
+    case AttnKind::sliding: return "sliding";
+    case AttnKind::csa: return "csa";
+    case AttnKind::hca: return "hca";
+  }
+  return "?";
+}
+
+namespace {
+// Reads the first present key among `names`; throws naming all of them when none is present.
+class Reader {
+ public:
+  Reader(const json& j, const std::string& src) : j_(j), src_(src) {}
+  const json* find(std::initializer_list<const char*> names) const {
+    for (const char* n : names)
+      if (j_.contains(n) && !j_[n].is_null()) return &j_[n];
+    return nullptr;
+  }
+  template <typename T>
+  T get(std::initializer_list<const char*> names, std::optional<T> fallback = std::nullopt) const {
+    const json* v = find(names);
+    if (!v) {
+      if (fallback) return *fallback;
+      fail(Status::format, "{}: missing required key '{}'", src_, *names.begin());
+    }
+    try {
+      if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        if (!v->is_number_integer() && !(v->is_number_float() && std::floor(v->get<double>()) == v->get<double>()))
+          throw std::runtime_error("not an integer");
+      }
+      return v->get<T>();
+    } catch (const std::exception&) {
+      fail(Status::format, "{}: key '{}' has an unexpected value {}", src_, *names.begin(), v->dump());
+    }
+  }
+  const std::string& src() const { return src_; }
+
+ private:
+  const json& j_;
+  std::string src_;
+};
+
+void require_positive(const std::string& src, const char* key, int64_t v) {
+  if (v <= 0) fail(Status::format, "{}: '{}' must be positive, got {}", src, key, v);
+}
+}  // namespace
+
+ModelConfig ModelConfig::from_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(Status::io, "{}: cannot open", path);
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail(Status::format, "{}: malformed JSON: {}", path, e.what());
+  }
+  return from_json(j, path);
+}
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
+  if (!j.is_object()) fail(Status::format, "{}: not a JSON object", src);
+  Reader r(j, src);
+  ModelConfig c;
+  if (auto* mt = r.find({"model_type"}); mt && mt->is_string() && mt->get<std::string>() != "deepseek_v4")
+    fail(Status::unsupported, "{}: model_type '{}' is not supported (expected 'deepseek_v4')", src, mt->get<std::string>());
+
+  c.vocab_size = r.get<int>({"vocab_size"});
+  c.hidden_size = r.get<int>({"hidden_size", "dim"});
+  c.num_layers = r.get<int>({"num_hidden_layers", "n_layers"});
+  c.num_heads = r.get<int>({"num_attention_heads", "n_heads"});
+  if (int kvh = r.get<int>({"num_key_value_heads"}, 1); kvh != 1)
+    fail(Status::unsupported, "{}: num_key_value_heads = {} (DeepSeek-V4 attention has one shared K=V head)", src, kvh);
+  c.head_dim = r.get<int>({"head_dim"});
+  if (auto* prf = r.find({"partial_rotary_factor"}); prf && !r.find({"qk_rope_head_dim", "rope_head_dim"}))
+    c.rope_dim = static_cast<int>(std::lround(prf->get<double>() * c.head_dim));
+  else
+    c.rope_dim = r.get<int>({"qk_rope_head_dim", "rope_head_dim"});
+  c.q_lora_rank = r.get<int>({"q_lora_rank"});
+  c.o_groups = r.get<int>({"o_groups"});
+  c.o_lora_rank = r.get<int>({"o_lora_rank"});
+  c.sliding_window = r.get<int>({"sliding_window", "window_size"});
+  c.index_n_heads = r.get<int>({"index_n_heads"});
+  c.index_head_dim = r.get<int>({"index_head_dim"});
+  c.index_topk = r.get<int>({"index_topk"});
+  c.hc_mult = r.get<int>({"hc_mult"});
+  c.hc_sinkhorn_iters = r.get<int>({"hc_sinkhorn_iters"});
+  c.hc_eps = r.get<double>({"hc_eps"}, 1e-6);
+  c.rms_norm_eps = r.get<double>({"rms_norm_eps", "norm_eps"}, 1e-6);
+  c.n_routed_experts = r.get<int>({"n_routed_experts"});
+  c.n_shared_experts = r.get<int>({"n_shared_experts"}, 1);
+  c.config_experts_per_token = c.experts_per_token = r.get<int>({"num_experts_per_tok", "n_activated_experts"});
+  c.moe_intermediate_size = r.get<int>({"moe_intermediate_size", "moe_inter_dim"});
+  c.routed_scaling_factor = r.get<double>({"routed_scaling_factor", "route_scale"}, 1.0);
+  c.norm_topk_prob = r.get<bool>({"norm_topk_prob"}, true);
+  c.swiglu_limit = r.get<double>({"swiglu_limit"}, 0.0);
+  c.num_mtp_layers = r.get<int>({"num_nextn_predict_layers", "n_mtp_layers"}, 0);
+  c.tie_word_embeddings = r.get<bool>({"tie_word_embeddings"}, false);
+  c.bos_token_id = r.get<int>({"bos_token_id"}, 0);
+  c.eos_token_id = r.get<int>({"eos_token_id"}, 1);
+  c.max_position_embeddings = r.get<int64_t>({"max_position_embeddings", "max_seq_len"}, int64_t{1} << 20);
+
+  // Semantics we implement exactly; anything else would silently compute a different model.
+  if (auto s = r.get<std::string>({"scoring_func", "score_func"}, std::string("sqrtsoftplus")); s != "sqrtsoftplus")
+    fail(Status::unsupported, "{}: scoring_func '{}' is not supported (expected 'sqrtsoftplus')", src, s);
+  if (auto s = r.get<std::string>({"hidden_act"}, std::string("silu")); s != "silu")
+    fail(Status::unsupported, "{}: hidden_act '{}' is not supported (expected 'silu')", src, s);
+  if (auto* g = r.find({"n_group"}); g && g->is_number() && g->get<int>() > 1)
+    fail(Status::unsupported, "{}: n_group = {} (group-limited routing) is not part of DeepSeek-V4", src, g->get<int>());
+  if (c.n_shared_experts != 1)
+    fail(Status::unsupported, "{}: n_shared_experts = {} (expected 1)", src, c.n_shared_experts);
+  if (c.tie_word_embeddings) fail(Status::unsupported, "{}: tie_word_embeddings = true is not supported", src);
+  if (r.get<bool>({"attention_bias"}, false)) fail(Status::unsupported, "{}: attention_bias = true is not supported", src);
+
+  // ---- storage formats ----
+  if (auto* q = r.find({"quantization_config"})) {
+    if (!q->is_object()) fail(Status::format, "{}: quantization_config is not an object", src);
+    if (q->contains("quant_method") && (*q)["quant_method"] != "fp8")
+      fail(Status::unsupported, "{}: quantization_config.quant_method {} (expected \"fp8\")", src, (*q)["quant_method"].dump());
+    if (q->contains("fmt") && (*q)["fmt"] != "e4m3")
+      fail(Status::unsupported, "{}: quantization_config.fmt {} (expected \"e4m3\")", src, (*q)["fmt"].dump());
+    if (q->contains("scale_fmt") && (*q)["scale_fmt"] != "ue8m0")
+      fail(Status::unsupported, "{}: quantization_config.scale_fmt {} (expected \"ue8m0\")", src, (*q)["scale_fmt"].dump());
+    if (q->contains("weight_block_size")) {
+      const auto& b = (*q)["weight_block_size"];
+      if (!b.is_array() || b.size() != 2 || b[0] != 128 || b[1] != 128)
+        fail(Status::unsupported, "{}: quantization_config.weight_block_size {} (expected [128, 128])", src, b.dump());
+    }
+  }
+  if (auto* d = r.find({"dtype"}); d && d->is_string() && d->get<std::string>() != "fp8")
+    fail(Status::unsupported, "{}: dtype '{}' (expected 'fp8')", src, d->get<std::string>());
+  c.expert_dtype = r.get<std::string>({"expert_dtype"}, std::string("fp4"));
+  if (c.expert_dtype != "fp4")
+    fail(Status::unsupported, "{}: expert_dtype '{}' is not supported (expected 'fp4'; FP8 experts are Flash-Base)", src, c.expert_dtype);
+
+  // ---- RoPE ----
+  c.rope_theta = r.get<double>({"rope_theta"}, 10000.0);
+  c.compress_rope_theta = r.get<double>({"compress_rope_theta"}, 160000.0);
+  auto read_yarn = [&](const json& y, const char* where) {
+    std::string type = y.value("type", y.value("rope_type", std::string("default")));
+    if (type == "default" || type == "none") return;
+    if (type != "yarn") fail(Status::unsupported, "{}: {} type '{}' (expected 'yarn')", src, where, type);
+    c.yarn.enabled = true;
+    c.yarn.factor = y.value("factor", 1.0);
+    c.yarn.original_max_position = y.value("original_max_position_embeddings", int64_t{0});
+    c.yarn.beta_fast = y.value("beta_fast", 32.0);
+    c.yarn.beta_slow = y.value("beta_slow", 1.0);
+    if (c.yarn.original_max_position <= 0)
+      fail(Status::format, "{}: {}.original_max_position_embeddings must be positive", src, where);
+  };
+  if (auto* rp = r.find({"rope_parameters"})) {
+    if (rp->contains("main") && (*rp)["main"].contains("rope_theta")) c.rope_theta = (*rp)["main"]["rope_theta"].get<double>();
+    if (rp->contains("compress")) {
+      const auto& cp = (*rp)["compress"];
+      if (cp.contains("rope_theta")) c.compress_rope_theta = cp["rope_theta"].get<double>();
+      read_yarn(cp, "rope_parameters.compress");
+    }
+  } else if (auto* rs = r.find({"rope_scaling"})) {
+    read_yarn(*rs, "rope_scaling");
+  } else if (r.find({"rope_factor"})) {  // official inference naming
+    c.yarn.enabled = r.get<double>({"rope_factor"}) != 1.0;
+    c.yarn.factor = r.get<double>({"rope_factor"});
+    c.yarn.original_max_position = r.get<int64_t>({"original_seq_len"});
+    c.yarn.beta_fast = r.get<double>({"beta_fast"}, 32.0);
+    c.yarn.beta_slow = r.get<double>({"beta_slow"}, 1.0);
+  }
+
+  // ---- per-layer schedule ----
+  if (auto* cr = r.find({"compress_ratios"})) {
+    if (!cr->is_array()) fail(Status::format, "{}: compress_ratios is not an array", src);
+    std::vector<int> all = cr->get<std::vector<int>>();
+    if (all.size() != static_cast<size_t>(c.num_layers) && all.size() != static_cast<size_t>(c.num_layers + c.num_mtp_layers))
+      fail(Status::format, "{}: compress_ratios has {} entries, expected {} (layers) or {} (layers + MTP)", src, all.size(),
+           c.num_layers, c.num_layers + c.num_mtp_layers);
+    c.compress_ratios.assign(all.begin(), all.begin() + c.num_layers);
+    c.mtp_compress_ratio = all.size() > static_cast<size_t>(c.num_layers) ? all[static_cast<size_t>(c.num_layers)] : 0;
+  } else if (auto* lt = r.find({"layer_types"})) {
+    if (!lt->is_array() || lt->size() != static_cast<size_t>(c.num_layers))
+      fail(Status::format, "{}: layer_types must list {} layer types", src, c.num_layers);
+    const json* rates = r.find({"compress_rates"});
+    auto rate = [&](const char* kind, int dflt) {
+      return rates && rates->contains(kind) ? (*rates)[kind].get<int>() : dflt;
+    };
+    for (const auto& t : *lt) {
+      std::string s = t.get<std::string>();
+      if (s == "sliding_attention") c.compress_ratios.push_back(0);
+      else if (s == "compressed_sparse_attention") c.compress_ratios.push_back(rate("compressed_sparse_attention", 4));
+      else if (s == "heavily_compressed_attention") c.compress_ratios.push_back(rate("heavily_compressed_attention", 128));
+      else fail(Status::format, "{}: layer_types entry '{}' is unknown", src, s);
+    }
+  } else {
+    fail(Status::format, "{}: missing 'compress_ratios' (or 'layer_types')", src);
+  }
+  if (auto* mlt = r.find({"mlp_layer_types"}); mlt && !r.find({"num_hash_layers", "n_hash_layers"})) {
+    if (!mlt->is_array() || mlt->size() != static_cast<size_t>(c.num_layers))
+      fail(Status::format, "{}: mlp_layer_types must list {} entries", src, c.num_layers);
+    int n = 0;
+    bool seen_moe = false;
+    for (const auto& t : *mlt) {
+      std::string s = t.get<std::string>();
+      if (s == "hash_moe") {
+        if (seen_moe) fail(Status::unsupported, "{}: mlp_layer_types: hash layers must lead the stack", src);
+        ++n;
+      } else if (s == "moe") {
+        seen_moe = true;
+      } else {
+        fail(Status::format, "{}: mlp_layer_types entry '{}' is unknown", src, s);
+      }
+    }
+    c.num_hash_layers = n;
+  } else {
+    c.num_hash_layers = r.get<int>({"num_hash_layers", "n_hash_layers"}, 0);
+  }
+
+  // ---- validation of the numbers ----
+  for (auto [key, v] : std::initializer_list<std::pair<const char*, int64_t>>{
+           {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"num_hidden_layers", c.num_layers},
+           {"num_attention_heads", c.num_heads}, {"head_dim", c.head_dim}, {"qk_rope_head_dim", c.rope_dim},
+           {"q_lora_rank", c.q_lora_rank}, {"o_groups", c.o_groups}, {"o_lora_rank", c.o_lora_rank},
+           {"sliding_window", c.sliding_window}, {"index_n_heads", c.index_n_heads},
+           {"index_head_dim", c.index_head_dim}, {"index_topk", c.index_topk}, {"hc_mult", c.hc_mult},
+           {"hc_sinkhorn_iters", c.hc_sinkhorn_iters}, {"n_routed_experts", c.n_routed_experts},
+           {"num_experts_per_tok", c.experts_per_token}, {"moe_intermediate_size", c.moe_intermediate_size}})
+    require_positive(src, key, v);
+  if (c.rope_dim % 2 || c.rope_dim > c.head_dim)
+    fail(Status::format, "{}: qk_rope_head_dim {} must be even and ≤ head_dim {}", src, c.rope_dim, c.head_dim);
+  if (c.index_head_dim < c.rope_dim)
+    fail(Status::format, "{}: index_head_dim {} is smaller than the rope dim {}", src, c.index_head_dim, c.rope_dim);
+  if (c.num_heads % c.o_groups)
+    fail(Status::format, "{}: num_attention_heads {} is not a multiple of o_groups {}", src, c.num_heads, c.o_groups);
+  if (c.experts_per_token > c.n_routed_experts)
+    fail(Status::format, "{}: num_experts_per_tok {} exceeds n_routed_experts {}", src, c.experts_per_token, c.n_routed_experts);
+  if (c.num_hash_layers < 0 || c.num_hash_layers > c.num_layers)
+    fail(Status::format, "{}: num_hash_layers {} out of range [0, {}]", src, c.num_hash_layers, c.num_layers);
+  if (c.num_mtp_layers > 1) fail(Status::unsupported, "{}: num_nextn_predict_layers {} (at most 1 supported)", src, c.num_mtp_layers);
+
+  auto make_layer = [&](int ratio, bool hash, bool mtp, const std::string& where) {
+    LayerSpec l;
+    l.compress_ratio = ratio;
+    l.hash_routing = hash;
+    l.is_mtp = mtp;
+    if (ratio == 0) l.attn = AttnKind::sliding;
+    else if (ratio == 4) l.attn = AttnKind::csa;  // CSA: overlap + indexer are tied to ratio 4
+    else if (ratio > 1) l.attn = AttnKind::hca;
+    else fail(Status::format, "{}: {} compress ratio {} is invalid (0, 4 or an HCA ratio > 1)", src, where, ratio);
+    return l;
+  };
+  for (int i = 0; i < c.num_layers; ++i)
+    c.layers.push_back(make_layer(c.compress_ratios[static_cast<size_t>(i)], i < c.num_hash_layers, false, fmt::format("layer {}", i)));
+  if (c.num_mtp_layers == 1) {
+    if (c.mtp_compress_ratio != 0)
+      fail(Status::unsupported, "{}: the MTP layer's compress ratio is {} (only sliding MTP is supported)", src, c.mtp_compress_ratio);
+    c.layers.push_back(make_layer(0, false, true, "MTP layer"));
+  }
+  return c;
+}
+
+json ModelConfig::to_json() const {
+  std::vector<int> ratios = compress_ratios;
+  if (num_mtp_layers) ratios.push_back(mtp_compress_ratio);
+  json j = {
+      {"architectures", {"DeepseekV4ForCausalLM"}},
+      {"model_type", "deepseek_v4"},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"bos_token_id", bos_token_id},
+      {"eos_token_id", eos_token_id},
+      {"hc_eps", hc_eps},
+      {"hc_mult", hc_mult},
+      {"hc_sinkhorn_iters", hc_sinkhorn_iters},
+      {"head_dim", head_dim},
+      {"hidden_act", "silu"},
+      {"hidden_size", hidden_size},
+      {"index_head_dim", index_head_dim},
+      {"index_n_heads", index_n_heads},
+      {"index_topk", index_topk},
+      {"initializer_range", 0.02},
+      {"max_position_embeddings", max_position_embeddings},
+      {"moe_intermediate_size", moe_intermediate_size},
+      {"n_routed_experts", n_routed_experts},
+      {"n_shared_experts", n_shared_experts},
+      {"norm_topk_prob", norm_topk_prob},
+      {"num_attention_heads", num_heads},
+      {"num_experts_per_tok", experts_per_token},
+      {"num_hidden_layers", num_layers},
+      {"num_hash_layers", num_hash_layers},
+      {"num_key_value_heads", 1},
+      {"num_nextn_predict_layers", num_mtp_layers},
+      {"o_groups", o_groups},
+      {"o_lora_rank", o_lora_rank},
+      {"q_lora_rank", q_lora_rank},
+      {"qk_rope_head_dim", rope_dim},
+      {"quantization_config",
+       {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"}, {"quant_method", "fp8"}, {"scale_fmt", "ue8m0"},
+        {"weight_block_size", {fp8_block_out, fp8_block_in}}}},
+      {"rms_norm_eps", rms_norm_eps},
+      {"rope_theta", rope_theta},
+      {"routed_scaling_factor", routed_scaling_factor},
+      {"scoring_func", "sqrtsoftplus"},
+      {"sliding_window", sliding_window},
+      {"swiglu_limit", swiglu_limit},
+      {"tie_word_embeddings", false},
+      {"topk_method", "noaux_tc"},
+      {"torch_dtype", "bfloat16"},
+      {"use_cache", true},
+      {"vocab_size", vocab_size},
+      {"compress_rope_theta", compress_rope_theta},
+      {"compress_ratios", ratios},
+      {"expert_dtype", expert_dtype},
+  };
+  if (yarn.enabled)
+    j["rope_scaling"] = {{"beta_fast", yarn.beta_fast}, {"beta_slow", yarn.beta_slow}, {"factor", yarn.factor},
+                         {"original_max_position_embeddings", yarn.original_max_position}, {"type", "yarn"}};
+  return j;
+}
+
+void ModelConfig::override_experts_per_token(int k) {
+  if (k <= 0 || k > config_experts_per_token)
+    fail(Status::invalid_argument, "experts-per-token override {} out of range: must be 1..{} (the config's num_experts_per_tok)",
+         k, config_experts_per_token);
+  experts_per_token = k;
+}
+
+std::pair<double, double> ModelConfig::yarn_correction_range() const {
+  const double two_pi = 2.0 * std::numbers::pi;
+  auto corr = [&](double n) {
+    return rope_dim * std::log(static_cast<double>(yarn.original_max_position) / (n * two_pi)) /
+           (2.0 * std::log(compress_rope_theta));
+  };
+  double low = std::max(std::floor(corr(yarn.beta_fast)), 0.0);
+  double high = std::min(std::ceil(corr(yarn.beta_slow)), static_cast<double>(rope_dim - 1));
+  if (low == high) high += 0.001;
+  return {low, high};
+}
+
+std::vector<float> ModelConfig::rope_inv_freq(bool compressed) const {
+  const int half = rope_dim / 2;
+  const float base = static_cast<float>(compressed ? compress_rope_theta : rope_theta);
+  std::vector<float> f(static_cast<size_t>(half));
+  // f32 throughout, as the reference implementations compute it: base^(2i/rd) then its inverse.
+  for (int i = 0; i < half; ++i) {
+    float expo = static_cast<float>(2 * i) / static_cast<float>(rope_dim);
+    f[static_cast<size_t>(i)] = 1.0f / std::pow(base, expo);
+  }
+  if (!compressed || !yarn.enabled) return f;
+  auto [low, high] = yarn_correction_range();
+  const float factor = static_cast<float>(yarn.factor);
+  for (int i = 0; i < half; ++i) {
+    float ramp = static_cast<float>((i - low) / (high - low));
+    ramp = std::clamp(ramp, 0.0f, 1.0f);
+    float fi = f[static_cast<size_t>(i)];
+    f[static_cast<size_t>(i)] = fi / factor * ramp + fi * (1.0f - ramp);
+  }
+  return f;
+}
+
+std::string ModelConfig::schedule_string() const {
+  std::string s;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    if (l.is_mtp) s += "| MTP ";
+    s += l.attn == AttnKind::sliding ? "S" : l.attn == AttnKind::csa ? "C4" : fmt::format("H{}", l.compress_ratio);
+    if (l.hash_routing) s += "#";
+    if (i + 1 < layers.size()) s += " ";
+  }
+  return s;
+}
+
+}  // namespace dsv4
