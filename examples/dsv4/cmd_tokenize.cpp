@@ -1,6 +1,117 @@
-// Placeholder until its issue lands: reports that the subcommand is not built yet.
+// `dsv4 tokenize`: encode text (--text, or --jsonl with one {"text": ...} object per line, writing
+// one {"ids": [...]} line per input, the form acceptance checks read) or decode ids (--decode, or
+// --decode-jsonl with {"ids": [...]} lines, writing {"text": ...} lines).
+// Bad input (unreadable file, malformed line, invalid UTF-8) is a dsv4::Error naming the line.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "args.hpp"
 #include "commands.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/tokenizer.hpp"
+
 namespace dsv4::cli {
-int cmd_tokenize(const Args&) { fail(Status::unsupported, "this subcommand is not implemented yet"); }
+namespace {
+
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    const std::string item = s.substr(i, j - i);
+    try {
+      size_t pos = 0;
+      const long long v = std::stoll(item, &pos);
+      if (pos != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument("range");
+      ids.push_back(static_cast<int32_t>(v));
+    } catch (const std::exception&) {
+      fail(Status::invalid_argument, "--decode: '{}' is not a token id", item);
+    }
+    i = j + 1;
+  }
+  return ids;
 }
+
+// Calls fn(object, line number) for each non-blank line of a JSON-lines file; errors name the line.
+template <typename F>
+void for_each_json_line(const std::string& path, const char* flag, F&& fn) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(Status::io, "cannot open {} file '{}'", flag, path);
+  std::string line;
+  size_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(Status::format, "{}:{}: not valid JSON: {}", path, lineno, e.what());
+    }
+    try {
+      fn(j, lineno);
+    } catch (const Error& e) {
+      fail(e.status(), "{}:{}: {}", path, lineno, e.what());
+    }
+  }
+  if (in.bad()) fail(Status::io, "error reading '{}'", path);
+}
+
+int encode_jsonl(const Tokenizer& tk, const std::string& path, bool add_special) {
+  std::string out;
+  for_each_json_line(path, "--jsonl", [&](const nlohmann::json& j, size_t) {
+    if (!j.is_object() || !j.contains("text") || !j.at("text").is_string())
+      fail(Status::format, "field \"text\" (a string) is missing");
+    const std::vector<int32_t> ids = tk.encode(j.at("text").get_ref<const std::string&>(), add_special);
+    out.clear();
+    fmt::format_to(std::back_inserter(out), "{{\"ids\": [{}]}}\n", fmt::join(ids, ", "));
+    std::fwrite(out.data(), 1, out.size(), stdout);
+  });
+  return 0;
+}
+
+// Inverse of encode_jsonl: {"ids": [...]} per line → {"text": "..."} per line.
+int decode_jsonl(const Tokenizer& tk, const std::string& path, bool skip_special) {
+  for_each_json_line(path, "--decode-jsonl", [&](const nlohmann::json& j, size_t) {
+    if (!j.is_object() || !j.contains("ids") || !j.at("ids").is_array())
+      fail(Status::format, "expected an object with an \"ids\" array");
+    std::vector<int32_t> ids;
+    for (const auto& v : j.at("ids")) {
+      if (!v.is_number_integer()) fail(Status::format, "\"ids\" must hold integers");
+      ids.push_back(v.get<int32_t>());
+    }
+    // Decoded text may hold U+FFFD but is always valid UTF-8, so dump() cannot throw.
+    fmt::print("{}\n", nlohmann::json{{"text", tk.decode(ids, skip_special)}}.dump());
+  });
+  return 0;
+}
+
+}  // namespace
+
+int cmd_tokenize(const Args& args) {
+  Flags f(args, {"tokenizer", "text", "jsonl", "decode", "decode-jsonl"}, {"add-special", "skip-special"});
+  if (!f.positional().empty()) fail(Status::invalid_argument, "unexpected argument '{}'", f.positional()[0]);
+  const int modes = int(f.has("text")) + int(f.has("jsonl")) + int(f.has("decode")) + int(f.has("decode-jsonl"));
+  if (modes != 1)
+    fail(Status::invalid_argument,
+         "usage: dsv4 tokenize --tokenizer F (--text T | --jsonl F | --decode 1,2,3 | --decode-jsonl F) [--add-special] "
+         "[--skip-special]");
+  const Tokenizer tk = Tokenizer::from_file(f.require("tokenizer"));
+  const bool add_special = f.has("add-special");
+  if (f.has("jsonl")) return encode_jsonl(tk, f.get("jsonl"), add_special);
+  if (f.has("decode-jsonl")) return decode_jsonl(tk, f.get("decode-jsonl"), f.has("skip-special"));
+  if (f.has("text")) {
+    const std::vector<int32_t> ids = tk.encode(f.get("text"), add_special);
+    fmt::print("{}\n", fmt::join(ids, ","));
+    return 0;
+  }
+  const std::vector<int32_t> ids = parse_ids(f.get("decode"));
+  fmt::print("{}\n", tk.decode(ids, f.has("skip-special")));
+  return 0;
+}
+
+}  // namespace dsv4::cli
