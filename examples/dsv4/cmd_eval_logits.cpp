@@ -1,6 +1,106 @@
-// Placeholder until its issue lands: reports that the subcommand is not built yet.
+// `dsv4 eval-logits`: every `prompt{i}.input_ids` (I32 [T]) of the input file through the model in
+// the given chunk schedule (the last size repeats; default one full chunk), writing
+// `prompt{i}.logits` (F32 [T, vocab]) — the acceptance check against reference logits.
+// `--indexer-ties` defaults to torch-cpu here: the reference files come from transformers on the
+// CPU, whose topk tie rule this reproduces exactly for a full forward (see LoadOptions).
+#include <fmt/format.h>
+
+#include <chrono>
+#include <map>
+#include <regex>
+
+#include "args.hpp"
 #include "commands.hpp"
+#include "dsv4/backend.hpp"
+#include "dsv4/engine.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/quant.hpp"
+#include "dsv4/safetensors.hpp"
+
 namespace dsv4::cli {
-int cmd_eval_logits(const Args&) { fail(Status::unsupported, "this subcommand is not implemented yet"); }
+namespace {
+std::vector<int64_t> parse_chunks(const std::string& s) {
+  std::vector<int64_t> out;
+  size_t b = 0;
+  while (b <= s.size()) {
+    const size_t e = s.find(',', b);
+    const std::string item = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    try {
+      size_t pos = 0;
+      const long long v = std::stoll(item, &pos);
+      if (pos != item.size() || v <= 0) throw std::invalid_argument("bad");
+      out.push_back(v);
+    } catch (const std::exception&) {
+      fail(Status::invalid_argument, "--chunks: '{}' is not a positive integer", item);
+    }
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
 }
+}  // namespace
+
+int cmd_eval_logits(const Args& args) {
+  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "threads", "indexer-ties"});
+  const Logger log = Logger::from_env();
+  LoadOptions opt;
+  opt.backend = f.get("backend", "cpu");
+  opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
+  opt.threads = static_cast<int>(f.get_int("threads", 0));
+  const std::string ties = f.get("indexer-ties", "torch-cpu");
+  if (ties != "lowest" && ties != "torch-cpu")
+    fail(Status::invalid_argument, "--indexer-ties: '{}' (expected lowest or torch-cpu)", ties);
+  opt.indexer_ties_torch_cpu = ties == "torch-cpu";
+  opt.load_tokenizer = false;
+  const std::vector<int64_t> chunks = f.has("chunks") ? parse_chunks(f.get("chunks")) : std::vector<int64_t>{};
+  const std::string out_path = f.require("out");
+  SafetensorsFile input(f.require("input"));
+  auto model = Model::load(f.require("model"), opt, log);
+  const int64_t V = model->config().vocab_size;
+
+  std::map<int, const TensorView*> prompts;
+  const std::regex re(R"(prompt(\d+)\.input_ids)");
+  for (const TensorView& t : input.tensors()) {
+    std::smatch m;
+    if (std::regex_match(t.name, m, re)) prompts[std::stoi(m[1].str())] = &t;
+  }
+  if (prompts.empty()) fail(Status::format, "'{}' holds no prompt{{i}}.input_ids tensor", input.path());
+
+  SafetensorsWriter out;
+  for (const auto& [i, t] : prompts) {
+    const std::vector<int32_t> ids = to_i32(*t);
+    const int64_t T = static_cast<int64_t>(ids.size());
+    if (T == 0) fail(Status::format, "tensor '{}' is empty", t->name);
+    for (int64_t p = 0; p < T; ++p)
+      if (ids[static_cast<size_t>(p)] < 0 || ids[static_cast<size_t>(p)] >= V)
+        fail(Status::invalid_argument, "tensor '{}': token id {} at position {} is outside the vocabulary [0, {})", t->name,
+             ids[static_cast<size_t>(p)], p, V);
+    // The backend is driven directly (not Session::append) to pass oracle_length = T: with
+    // torch-cpu ties every chunk then selects what the reference's full forward selected.
+    auto session = model->create_session(T);
+    std::vector<float> logits(static_cast<size_t>(T * V)), rows;
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t pos = 0;
+    size_t ci = 0;
+    while (pos < T) {
+      const int64_t n = std::min(T - pos, chunks.empty() ? T : chunks[std::min(ci, chunks.size() - 1)]);
+      ++ci;
+      ForwardChunk c;
+      c.seq = session->handle();
+      c.tokens = std::span<const int32_t>(ids).subspan(static_cast<size_t>(pos), static_cast<size_t>(n));
+      c.logits = LogitsMode::all;
+      c.logits_out = &rows;
+      c.oracle_length = T;
+      model->backend().forward({&c, 1});
+      std::copy(rows.begin(), rows.end(), logits.begin() + pos * V);
+      pos += n;
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    log.info("prompt{}: {} tokens in {} chunks, {:.3f} s ({:.1f} tokens/s)", i, T, ci, secs, T / secs);
+    out.add_values(fmt::format("prompt{}.logits", i), DType::F32, {T, V}, logits);
+  }
+  out.write(out_path);
+  return 0;
+}
+
+}  // namespace dsv4::cli

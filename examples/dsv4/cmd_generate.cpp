@@ -1,6 +1,107 @@
-// Placeholder until its issue lands: reports that the subcommand is not built yet.
+// `dsv4 generate`: prefill a prompt (text through the model's tokenizer, BOS prepended, or raw ids)
+// and stream the continuation to stdout; `--ids-only` prints the new ids comma-separated on one
+// line instead. Progress and timings go to stderr through the Logger.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "args.hpp"
 #include "commands.hpp"
+#include "dsv4/engine.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/generate.hpp"
+#include "dsv4/tokenizer.hpp"
+
 namespace dsv4::cli {
-int cmd_generate(const Args&) { fail(Status::unsupported, "this subcommand is not implemented yet"); }
+namespace {
+std::vector<int32_t> parse_ids(const std::string& s) {
+  std::vector<int32_t> out;
+  size_t b = 0;
+  while (b <= s.size()) {
+    const size_t e = s.find(',', b);
+    const std::string item = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    try {
+      size_t pos = 0;
+      const long long v = std::stoll(item, &pos);
+      if (pos != item.size()) throw std::invalid_argument("bad");
+      out.push_back(static_cast<int32_t>(v));
+    } catch (const std::exception&) {
+      fail(Status::invalid_argument, "--prompt-ids: '{}' is not an integer", item);
+    }
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
 }
+}  // namespace
+
+int cmd_generate(const Args& args) {
+  Flags f(args,
+          {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
+           "experts-per-token", "backend", "threads", "indexer-ties", "repetition-penalty", "frequency-penalty", "presence-penalty",
+           "stop", "prefill-chunk"},
+          {"ids-only", "ignore-eos"});
+  if (f.has("prompt") == f.has("prompt-ids")) fail(Status::invalid_argument, "give exactly one of --prompt or --prompt-ids");
+  const Logger log = Logger::from_env();
+  LoadOptions opt;
+  opt.backend = f.get("backend", "cpu");
+  opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
+  opt.threads = static_cast<int>(f.get_int("threads", 0));
+  const std::string ties = f.get("indexer-ties", "lowest");
+  if (ties != "lowest" && ties != "torch-cpu")
+    fail(Status::invalid_argument, "--indexer-ties: '{}' (expected lowest or torch-cpu)", ties);
+  opt.indexer_ties_torch_cpu = ties == "torch-cpu";
+  opt.load_tokenizer = true;
+  auto model = Model::load(f.require("model"), opt, log);
+  const Tokenizer* tok = model->tokenizer();
+
+  std::vector<int32_t> prompt;
+  if (f.has("prompt")) {
+    if (!tok) fail(Status::invalid_argument, "--prompt needs a tokenizer.json in the model folder (use --prompt-ids)");
+    prompt.push_back(model->config().bos_token_id);
+    const auto ids = tok->encode(f.get("prompt"));
+    prompt.insert(prompt.end(), ids.begin(), ids.end());
+  } else {
+    prompt = parse_ids(f.get("prompt-ids"));
+  }
+
+  GenerateParams gp;
+  gp.max_new_tokens = static_cast<int>(f.get_int("max-new-tokens", 64));
+  gp.sampler.temperature = static_cast<float>(f.get_double("temperature", 1.0));
+  gp.sampler.top_p = static_cast<float>(f.get_double("top-p", 1.0));
+  gp.sampler.top_k = static_cast<int>(f.get_int("top-k", 0));
+  gp.sampler.min_p = static_cast<float>(f.get_double("min-p", 0.0));
+  gp.sampler.repetition_penalty = static_cast<float>(f.get_double("repetition-penalty", 1.0));
+  gp.sampler.frequency_penalty = static_cast<float>(f.get_double("frequency-penalty", 0.0));
+  gp.sampler.presence_penalty = static_cast<float>(f.get_double("presence-penalty", 0.0));
+  gp.sampler.seed = static_cast<uint64_t>(f.get_int("seed", 0));
+  gp.stop_on_eos = !f.has("ignore-eos");
+  gp.eos_id = tok ? tok->eos_id() : model->config().eos_token_id;
+  gp.prefill_chunk = static_cast<int>(f.get_int("prefill-chunk", 0));
+  if (f.has("stop")) gp.stop_strings.push_back(f.get("stop"));
+  const bool ids_only = f.has("ids-only") || !tok;
+
+  auto session = model->create_session();
+  log.info("prefill: {} prompt tokens", prompt.size());
+  const GenerateResult r = generate(*session, tok, prompt, gp, [&](int32_t, std::string_view piece) {
+    if (!ids_only && !piece.empty()) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  });
+  if (ids_only) {
+    std::string line;
+    for (size_t i = 0; i < r.tokens.size(); ++i) line += (i ? "," : "") + std::to_string(r.tokens[i]);
+    fmt::print("{}\n", line);
+  } else {
+    fmt::print("\n");
+  }
+  const size_t decoded = r.tokens.empty() ? 0 : r.tokens.size() - 1;
+  log.info("prefill {} tokens in {:.3f} s ({:.1f} tokens/s); decode {} tokens in {:.3f} s ({:.2f} tokens/s); stop: {}",
+           r.prompt_tokens, r.prefill_seconds, r.prompt_tokens / std::max(1e-9, r.prefill_seconds), decoded,
+           r.decode_seconds, decoded / std::max(1e-9, r.decode_seconds), stop_reason_name(r.reason));
+  return 0;
+}
+
+}  // namespace dsv4::cli

@@ -16,11 +16,11 @@ struct Command {
 constexpr Command kCommands[] = {
     {"inspect", dsv4::cli::cmd_inspect, "inspect <model-dir>: config, layer schedule, tensor census, validation"},
     {"make-model", dsv4::cli::cmd_make_model, "make-model --preset tiny|flash [--layers N] [--experts N] [--experts-per-token K] [--seed S] --out DIR"},
-    {"tokenize", dsv4::cli::cmd_tokenize, "tokenize --tokenizer F (--text T | --jsonl F | --decode 1,2,3) [--add-special]"},
+    {"tokenize", dsv4::cli::cmd_tokenize, "tokenize --tokenizer F (--text T | --jsonl F | --decode 1,2,3 | --decode-jsonl F) [--add-special] [--skip-special]"},
     {"chat-template", dsv4::cli::cmd_chat_template, "chat-template --request FILE.json: print the prompt string"},
     {"parse-completion", dsv4::cli::cmd_parse_completion, "parse-completion --thinking-mode chat|thinking [--lenient] < completion.txt"},
-    {"eval-logits", dsv4::cli::cmd_eval_logits, "eval-logits --model DIR --input REF.safetensors --out OUT.safetensors [--chunks 37,1] [--experts-per-token K]"},
-    {"generate", dsv4::cli::cmd_generate, "generate --model DIR (--prompt T | --prompt-ids 0,5,9) [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--ids-only]"},
+    {"eval-logits", dsv4::cli::cmd_eval_logits, "eval-logits --model DIR --input REF.safetensors --out OUT.safetensors [--chunks 37,1] [--experts-per-token K] [--backend cpu] [--threads N] [--indexer-ties torch-cpu|lowest]"},
+    {"generate", dsv4::cli::cmd_generate, "generate --model DIR (--prompt T | --prompt-ids 0,5,9) [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--stop S] [--seed S] [--ids-only] [--experts-per-token K] [--prefill-chunk N] [--ignore-eos] [--indexer-ties lowest|torch-cpu] [--threads N]"},
 };
 
 int usage(std::FILE* out) {

@@ -24,6 +24,8 @@
 namespace dsv4 {
 
 class Tokenizer;  // include/dsv4/tokenizer.hpp
+class Backend;    // include/dsv4/backend.hpp
+using SeqHandle = uint64_t;
 
 struct LoadOptions {
   std::string backend = "cpu";   // "cpu" (reference, f32) or "cuda"
@@ -31,6 +33,12 @@ struct LoadOptions {
   int threads = 0;               // CPU worker threads; 0 = hardware concurrency
   std::vector<int> device_ids;   // CUDA devices (expert-parallel over several); empty = device 0
   bool load_tokenizer = true;    // read <dir>/tokenizer.json when present
+  // Lightning-indexer top-k tie rule (exact score ties are common: a score is exactly 0 whenever
+  // every head's ReLU is 0). false: ties go to the lowest entry id (torch CUDA, the official
+  // kernels) — the same answer for every chunk schedule. true: reproduce torch's CPU topk over the
+  // row of all entries so far (what the transformers float64 fixtures were made with) — exact for
+  // a full forward, but then the answer at a tied boundary depends on the chunk schedule.
+  bool indexer_ties_torch_cpu = false;
 };
 
 enum class LogitsMode { none, last, all };
@@ -50,6 +58,9 @@ class Session {
   virtual int64_t max_context() const = 0;
   virtual void reset() = 0;                              // back to position 0
   virtual std::unique_ptr<Session> fork() const = 0;     // an independent copy of the state
+  // The backend sequence this session drives (for diagnostics, MTP and batch scheduling through
+  // Model::backend()); valid while the session lives.
+  virtual SeqHandle handle() const = 0;
 };
 
 class Model {
@@ -63,6 +74,9 @@ class Model {
   virtual std::string backend_name() const = 0;
   // max_context 0 = the config's max_position_embeddings.
   virtual std::unique_ptr<Session> create_session(int64_t max_context = 0) const = 0;
+  // The backend the model runs on (batched forward, MTP, hidden-state capture); lives as long as
+  // the Model.
+  virtual Backend& backend() const = 0;
 };
 
 }  // namespace dsv4

@@ -17,6 +17,7 @@ struct GenerateParams {
   int max_new_tokens = 256;
   SamplerParams sampler;
   bool stop_on_eos = true;
+  int32_t eos_id = -1;                    // −1 = the tokenizer's eos_id() (no EOS stop without one)
   std::vector<std::string> stop_strings;  // generation stops once the text contains one (excluded)
   int prefill_chunk = 0;                  // 0 = the whole prompt in one append
 };
@@ -36,7 +37,10 @@ struct GenerateResult {
 // return false to stop (reason = cancelled).
 using TokenCallback = std::function<bool(int32_t id, std::string_view piece)>;
 
-// `prompt` is appended to the session (which may already hold earlier turns).
+// `prompt` (≥ 1 token) is appended to the session (which may already hold earlier turns).
+// Throws what Session::append throws (invalid ids, context overflow before any token is generated)
+// and Error(invalid_argument) for bad sampler parameters; running into the context limit while
+// generating ends with reason context_full instead.
 GenerateResult generate(Session& session, const Tokenizer* tok, std::span<const int32_t> prompt,
                         const GenerateParams& params, const TokenCallback& on_token = {});
 

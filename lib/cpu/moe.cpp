@@ -1,0 +1,93 @@
+// MoE_L (spec §3.6): sqrt-softplus router (bias for selection only, weights from the unbiased
+// scores renormalised over the K chosen, × routed scale), hash routing by tid2eid's first K
+// columns, routed experts with the clamped SwiGLU, and the shared expert WITHOUT the clamp (the
+// official semantics the fixtures follow). Tokens are grouped per expert so each expert's weights
+// are read once per chunk.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "dsv4/cpu/ops.hpp"
+
+namespace dsv4::cpu {
+namespace {
+
+double softplus(double z) { return z > 20.0 ? z : std::log1p(std::exp(z)); }
+double silu(double g) { return g / (1.0 + std::exp(-g)); }
+
+// out[S_e, D] += weight[s] · w2(SwiGLU(w1 x, w3 x)) for the gathered rows xs[S_e, D].
+void run_expert(const ExpertWeights& ex, const float* xs, int64_t n, const double* weight, double limit, bool clamp,
+                double* acc_rows, const int64_t* dst_rows, int64_t D, ThreadPool& pool) {
+  const int64_t I = ex.w1.out;
+  std::vector<float> g(static_cast<size_t>(n * I)), u(static_cast<size_t>(n * I)), y(static_cast<size_t>(n * D));
+  linear(ex.w1, xs, n, g.data(), pool);
+  linear(ex.w3, xs, n, u.data(), pool);
+  for (int64_t i = 0; i < n * I; ++i) {
+    double gv = g[i], uv = u[i];
+    if (clamp) {
+      gv = std::min(gv, limit);  // gate: from above only
+      uv = std::clamp(uv, -limit, limit);
+    }
+    g[i] = static_cast<float>(silu(gv) * uv);
+  }
+  linear(ex.w2, g.data(), n, y.data(), pool);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t d = 0; d < D; ++d) acc_rows[dst_rows[r] * D + d] += weight[r] * y[r * D + d];
+}
+
+}  // namespace
+
+void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
+         float* f, ThreadPool& pool) {
+  const MoeWeights& m = layer.moe;
+  const int64_t D = cfg.hidden_size, E = cfg.n_routed_experts;
+  const int K = cfg.experts_per_token;
+
+  // Router: z = x·gateᵀ, s = sqrt(softplus(z)).
+  std::vector<std::vector<int64_t>> rows_of(static_cast<size_t>(E));
+  std::vector<std::vector<double>> weight_of(static_cast<size_t>(E));
+  std::vector<double> score(static_cast<size_t>(E));
+  std::vector<int32_t> idx(static_cast<size_t>(E));
+  for (int64_t s = 0; s < S; ++s) {
+    for (int64_t e = 0; e < E; ++e) score[e] = std::sqrt(softplus(dot(x + s * D, m.gate.data() + e * D, D)));
+    std::vector<int32_t> chosen;
+    if (layer.spec.hash_routing) {
+      const int32_t* row = m.tid2eid.data() + static_cast<int64_t>(tokens[s]) * m.tid2eid_cols;
+      for (int k = 0; k < K; ++k)
+        if (std::find(chosen.begin(), chosen.end(), row[k]) == chosen.end()) chosen.push_back(row[k]);
+    } else {
+      std::iota(idx.begin(), idx.end(), 0);
+      std::partial_sort(idx.begin(), idx.begin() + K, idx.end(), [&](int32_t a, int32_t b) {
+        const double va = score[a] + m.bias[a], vb = score[b] + m.bias[b];
+        return va != vb ? va > vb : a < b;
+      });
+      chosen.assign(idx.begin(), idx.begin() + K);
+    }
+    double sum = 0;
+    for (int32_t e : chosen) sum += score[e];
+    for (int32_t e : chosen) {
+      const double wgt = cfg.norm_topk_prob ? score[e] / sum : score[e];
+      rows_of[e].push_back(s);
+      weight_of[e].push_back(wgt * cfg.routed_scaling_factor);
+    }
+  }
+
+  std::vector<double> acc(static_cast<size_t>(S * D), 0.0);
+  std::vector<float> xs;
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& rows = rows_of[e];
+    if (rows.empty()) continue;
+    xs.resize(rows.size() * static_cast<size_t>(D));
+    for (size_t r = 0; r < rows.size(); ++r) std::copy(x + rows[r] * D, x + (rows[r] + 1) * D, xs.begin() + r * D);
+    run_expert(m.experts[e], xs.data(), static_cast<int64_t>(rows.size()), weight_of[e].data(), cfg.swiglu_limit,
+               cfg.swiglu_limit > 0, acc.data(), rows.data(), D, pool);
+  }
+  std::vector<int64_t> all(static_cast<size_t>(S));
+  std::iota(all.begin(), all.end(), 0);
+  std::vector<double> ones(static_cast<size_t>(S), 1.0);
+  run_expert(m.shared, x, S, ones.data(), 0.0, /*clamp=*/false, acc.data(), all.data(), D, pool);
+  for (int64_t i = 0; i < S * D; ++i) f[i] = static_cast<float>(acc[i]);
+}
+
+}  // namespace dsv4::cpu

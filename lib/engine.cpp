@@ -1,0 +1,114 @@
+// Model / Session (contract in include/dsv4/engine.hpp) implemented once over the Backend
+// interface: the Session validates input (token ids, context), keeps the token history and the last
+// logits, and hands chunks to the backend; Model::load parses the config, applies the
+// experts-per-token override, picks the backend by name and loads the tokenizer. Nothing here
+// knows which backend runs.
+#include "dsv4/engine.hpp"
+
+#include <filesystem>
+
+#include "dsv4/backend.hpp"
+#include "dsv4/cpu/cpu_backend.hpp"
+#include "dsv4/error.hpp"
+#include "dsv4/tokenizer.hpp"
+
+namespace dsv4 {
+namespace {
+
+class BackendSession final : public Session {
+ public:
+  BackendSession(Backend& be, int64_t max_context)
+      : be_(&be), max_ctx_(max_context), vocab_(be.config().vocab_size), h_(be.create_sequence(max_context)) {}
+  BackendSession(Backend& be, const BackendSession& other)
+      : be_(&be), max_ctx_(other.max_ctx_), vocab_(other.vocab_), h_(be.fork_sequence(other.h_)),
+        tokens_(other.tokens_), logits_(other.logits_), rows_(other.rows_) {}
+  ~BackendSession() override { be_->release_sequence(h_); }
+
+  void append(std::span<const int32_t> tokens, LogitsMode mode) override {
+    if (tokens.empty()) fail(Status::invalid_argument, "append: no tokens");
+    const int64_t pos = position();
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (tokens[i] < 0 || tokens[i] >= vocab_)
+        fail(Status::invalid_argument, "token id {} at position {} is outside the vocabulary [0, {})", tokens[i],
+             pos + static_cast<int64_t>(i), vocab_);
+    if (pos + static_cast<int64_t>(tokens.size()) > max_ctx_)
+      fail(Status::context_overflow, "{} tokens at position {} would exceed the context of {} tokens", tokens.size(),
+           pos, max_ctx_);
+    ForwardChunk c;
+    c.seq = h_;
+    c.tokens = tokens;
+    c.logits = mode;
+    c.logits_out = &logits_;
+    be_->forward({&c, 1});
+    rows_ = mode == LogitsMode::none ? 0 : mode == LogitsMode::last ? 1 : static_cast<int64_t>(tokens.size());
+    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  }
+  std::span<const float> logits() const override { return logits_; }
+  int64_t logits_rows() const override { return rows_; }
+  int64_t position() const override { return static_cast<int64_t>(tokens_.size()); }
+  const std::vector<int32_t>& tokens() const override { return tokens_; }
+  int64_t max_context() const override { return max_ctx_; }
+  void reset() override {
+    be_->reset_sequence(h_);
+    tokens_.clear();
+    logits_.clear();
+    rows_ = 0;
+  }
+  std::unique_ptr<Session> fork() const override { return std::make_unique<BackendSession>(*be_, *this); }
+  SeqHandle handle() const override { return h_; }
+
+ private:
+  Backend* be_;
+  int64_t max_ctx_;
+  int32_t vocab_;
+  SeqHandle h_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+  int64_t rows_ = 0;
+};
+
+class BackendModel final : public Model {
+ public:
+  BackendModel(std::unique_ptr<Backend> be, std::unique_ptr<Tokenizer> tok) : be_(std::move(be)), tok_(std::move(tok)) {}
+  const ModelConfig& config() const override { return be_->config(); }
+  const Tokenizer* tokenizer() const override { return tok_.get(); }
+  std::string backend_name() const override { return be_->name(); }
+  std::unique_ptr<Session> create_session(int64_t max_context) const override {
+    const int64_t limit = be_->config().max_position_embeddings;
+    if (max_context < 0) fail(Status::invalid_argument, "max_context {} is negative", max_context);
+    return std::make_unique<BackendSession>(*be_, max_context == 0 ? limit : max_context);
+  }
+  Backend& backend() const override { return *be_; }
+
+ private:
+  std::unique_ptr<Backend> be_;
+  std::unique_ptr<Tokenizer> tok_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& dir, const ModelConfig& cfg,
+                                      const BackendOptions& opt, const Logger& log) {
+  if (name == "cpu") return std::make_unique<cpu::CpuBackend>(dir, cfg, opt, log);
+  if (name == "cuda") fail(Status::unsupported, "backend 'cuda' is not available in this build");
+  fail(Status::unsupported, "unknown backend '{}' (expected cpu or cuda)", name);
+}
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opt, const Logger& log) {
+  namespace fs = std::filesystem;
+  const std::string cfg_path = (fs::path(dir) / "config.json").string();
+  if (!fs::exists(cfg_path)) fail(Status::io, "model folder '{}' has no config.json", dir);
+  ModelConfig cfg = ModelConfig::from_file(cfg_path);
+  if (opt.experts_per_token > 0) cfg.override_experts_per_token(opt.experts_per_token);
+  BackendOptions bo;
+  bo.threads = opt.threads;
+  bo.device_ids = opt.device_ids;
+  bo.indexer_ties_torch_cpu = opt.indexer_ties_torch_cpu;
+  auto be = make_backend(opt.backend, dir, cfg, bo, log);
+  std::unique_ptr<Tokenizer> tok;
+  const fs::path tj = fs::path(dir) / "tokenizer.json";
+  if (opt.load_tokenizer && fs::exists(tj)) tok = std::make_unique<Tokenizer>(Tokenizer::from_file(tj.string()));
+  return std::make_unique<BackendModel>(std::move(be), std::move(tok));
+}
+
+}  // namespace dsv4
