@@ -1,0 +1,164 @@
+// FP4 (e2m1, e8m0 per 32) routed-expert MoE for decode, M = 1..16 tokens, on sm_90a: stage 1 runs
+// every selected expert's w1|w3 in one launch with the clamped SwiGLU, the routing weight and the
+// §5.1 re-quantisation of h in its epilogue; stage 2 runs every selected w2 and sums the experts.
+// Expert ids and weights are read on the device (no host sync); see gemv_kernel for the engine.
+#include <cstdint>
+
+#include "dsv4/cuda/gemv.hpp"
+#include "sm90_fp8_gemv_common.cuh"
+
+namespace dsv4::cuda {
+using namespace gemv_detail;
+
+namespace {
+int nh_for(int m) { return m <= 8 ? 1 : 2; }
+Plan w13_plan(int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d) {
+  return make_plan(kFp4W13, nh_for(m), m, top_k, ceil_div(inter, 128), fp4_w13_k_tiles(hidden),
+                   kFp4TileBytes, d.sms, d.smem_optin, d.smem_per_sm);
+}
+Plan w2_plan(int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d) {
+  return make_plan(kFp4W2, nh_for(m), m, top_k, ceil_div(hidden, 128), fp4_w2_k_tiles(inter),
+                   kFp4TileBytes, d.sms, d.smem_optin, d.smem_per_sm);
+}
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool shape_ok(int num_experts, int64_t hidden, int64_t inter, int m, int top_k) {
+  switch (top_k) {  // the routing tables are sized for 16 tokens x 6 slots
+    case 4:
+    case 6: break;
+    default: return false;
+  }
+  return num_experts >= 1 && hidden >= 8 && hidden % 8 == 0 && hidden <= (int64_t{1} << 20) &&
+         inter >= 2 && inter % 2 == 0 && inter <= (int64_t{1} << 20) && m >= 1 &&
+         m <= kGemvMaxTokens;
+}
+struct MoeWs {
+  size_t w13 = 0, w2 = 0, hq = 0, hs = 0, total = 0;
+};
+MoeWs moe_ws(int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d) {
+  MoeWs w;
+  const int64_t pairs = int64_t{m} * top_k, stride = sm90_fp4_moe_hq_stride(inter);
+  w.w13 = 0;
+  w.w2 = align256(w13_plan(hidden, inter, m, top_k, d).ws_bytes);
+  w.hq = w.w2 + align256(w2_plan(hidden, inter, m, top_k, d).ws_bytes);
+  w.hs = w.hq + align256(static_cast<size_t>(pairs * stride));
+  w.total = w.hs + align256(static_cast<size_t>(pairs * (stride / 128)) * 4);
+  return w;
+}
+}  // namespace
+
+int64_t sm90_fp4_moe_hq_stride(int64_t inter) { return fp4_w2_k_tiles(inter) * 32 * kFp4W2Ks; }
+
+size_t sm90_fp4_moe_w13_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
+  DeviceInfo d;
+  if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return 0;
+  return w13_plan(hidden, inter, m, top_k, d).ws_bytes;
+}
+size_t sm90_fp4_moe_w2_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
+  DeviceInfo d;
+  if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return 0;
+  return w2_plan(hidden, inter, m, top_k, d).ws_bytes;
+}
+size_t sm90_fp4_moe_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
+  DeviceInfo d;
+  if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return 0;
+  return moe_ws(hidden, inter, m, top_k, d).total;
+}
+
+cudaError_t sm90_fp4_moe_w13(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
+                             const uint16_t* x, int m, const int32_t* topk_ids,
+                             const float* topk_weights, int top_k, uint8_t* hq, float* hs,
+                             void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (!w13 || !x || !topk_ids || !topk_weights || !hq || !hs || !workspace)
+    return cudaErrorInvalidValue;
+  if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  if (!aligned16(w13) || !aligned16(x) || !aligned16(workspace)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  const Plan pl = w13_plan(hidden, inter, m, top_k, d);
+  if (pl.stages < 2 || workspace_bytes < pl.ws_bytes) return cudaErrorInvalidValue;
+  auto* ws = static_cast<uint8_t*>(workspace);
+  Params p{};
+  p.w = w13;
+  p.expert_stride = static_cast<int64_t>(fp4_w13_expert_bytes(inter, hidden));
+  p.num_experts = num_experts;
+  p.n = static_cast<int>(inter);
+  p.k = static_cast<int>(hidden);
+  p.nt = static_cast<int>(ceil_div(inter, 128));
+  p.kt = static_cast<int>(fp4_w13_k_tiles(hidden));
+  p.x = x;
+  p.m = m;
+  p.top_k = top_k;
+  p.ids = topk_ids;
+  p.topw = topk_weights;
+  p.hq_out = hq;
+  p.hs_out = hs;
+  p.hq_stride = static_cast<int>(sm90_fp4_moe_hq_stride(inter));
+  p.cnt1 = reinterpret_cast<uint32_t*>(ws + pl.off_cnt1);
+  p.cnt2 = reinterpret_cast<uint32_t*>(ws + pl.off_cnt2);
+  p.partials = reinterpret_cast<float*>(ws + pl.off_partials);
+  switch (nh_for(m)) {
+    case 1: return launch<kFp4W13, 1>(p, pl, d, stream);
+    case 2: return launch<kFp4W13, 2>(p, pl, d, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t sm90_fp4_moe_w2(const uint8_t* w2, int num_experts, int64_t hidden, int64_t inter,
+                            const uint8_t* hq, const float* hs, int m, const int32_t* topk_ids,
+                            int top_k, uint16_t* y, void* workspace, size_t workspace_bytes,
+                            cudaStream_t stream) {
+  if (!w2 || !hq || !hs || !topk_ids || !y || !workspace) return cudaErrorInvalidValue;
+  if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  if (!aligned16(w2) || !aligned16(hq) || !aligned16(workspace)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  const Plan pl = w2_plan(hidden, inter, m, top_k, d);
+  if (pl.stages < 2 || workspace_bytes < pl.ws_bytes) return cudaErrorInvalidValue;
+  auto* ws = static_cast<uint8_t*>(workspace);
+  Params p{};
+  p.w = w2;
+  p.expert_stride = static_cast<int64_t>(fp4_w2_expert_bytes(hidden, inter));
+  p.num_experts = num_experts;
+  p.n = static_cast<int>(hidden);
+  p.k = static_cast<int>(inter);
+  p.nt = static_cast<int>(ceil_div(hidden, 128));
+  p.kt = static_cast<int>(fp4_w2_k_tiles(inter));
+  p.m = m;
+  p.top_k = top_k;
+  p.ids = topk_ids;
+  p.hq_in = hq;
+  p.hs_in = hs;
+  p.hq_stride = static_cast<int>(sm90_fp4_moe_hq_stride(inter));
+  p.hq_valid = static_cast<int>(ceil_div(inter, 128) * 128);
+  p.y = y;
+  p.cnt1 = reinterpret_cast<uint32_t*>(ws + pl.off_cnt1);
+  p.cnt2 = reinterpret_cast<uint32_t*>(ws + pl.off_cnt2);
+  p.partials = reinterpret_cast<float*>(ws + pl.off_partials);
+  p.ypair = reinterpret_cast<float*>(ws + pl.off_ypair);
+  switch (nh_for(m)) {
+    case 1: return launch<kFp4W2, 1>(p, pl, d, stream);
+    case 2: return launch<kFp4W2, 2>(p, pl, d, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+cudaError_t sm90_fp4_moe_gemv(const uint8_t* w13, const uint8_t* w2, int num_experts,
+                              int64_t hidden, int64_t inter, const uint16_t* x, int m,
+                              const int32_t* topk_ids, const float* topk_weights, int top_k,
+                              uint16_t* y, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream) {
+  if (!workspace || !shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  const MoeWs w = moe_ws(hidden, inter, m, top_k, d);
+  if (workspace_bytes < w.total) return cudaErrorInvalidValue;
+  auto* ws = static_cast<uint8_t*>(workspace);
+  auto* hq = ws + w.hq;
+  auto* hs = reinterpret_cast<float*>(ws + w.hs);
+  DSV4_GEMV_TRY(sm90_fp4_moe_w13(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,
+                                 top_k, hq, hs, ws + w.w13, w.w2 - w.w13, stream));
+  return sm90_fp4_moe_w2(w2, num_experts, hidden, inter, hq, hs, m, topk_ids, top_k, y,
+                         ws + w.w2, w.hq - w.w2, stream);
+}
+
+}  // namespace dsv4::cuda

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool, carry=["third_party"]): configures and builds with CUDA for
+# sm_90a against the PCRE2 sysroot from scripts/carry-deps.sh, runs the GPU and GEMV tests through
+# CTest and the GEMV benchmark, and leaves logs + JSON in $OUT. With PREBUILT=1 it skips the build
+# and runs binaries carried in third_party/prebuilt (built here from the same tree) to save time.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv >"$OUT/gpu.txt" 2>&1
+cat "$OUT/gpu.txt"
+rc=0
+if [ "${PREBUILT:-0}" = 1 ]; then
+  bin=third_party/prebuilt
+  "$bin/test_gemv_ref" 2>&1 | tail -3 | tee "$OUT/tests.log" || rc=1
+  "$bin/dsv4_gpu_tests" 2>&1 | tee -a "$OUT/tests.log" | grep -v "^moe\|^fp8" | tail -25
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  grep -E "^(fp8|moe)" "$OUT/tests.log" | sort -t= -k2 -n | tail -4
+  bench=$bin/bench_gemv
+else
+  root=$PWD/third_party/sysroot
+  [ -d "$root" ] || { echo "missing $root: run scripts/carry-deps.sh here first" >&2; exit 2; }
+  # The .pc files say prefix=/usr; PKG_CONFIG_SYSROOT_DIR re-roots their -I/-L paths.
+  export PKG_CONFIG_PATH=$root/usr/lib/x86_64-linux-gnu/pkgconfig
+  export PKG_CONFIG_SYSROOT_DIR=$root
+  export CMAKE_PREFIX_PATH=$root/usr
+  bdir=build-device
+  cmake -S . -B $bdir -G Ninja -DDSV4_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DCMAKE_BUILD_TYPE=Release >"$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 3; }
+  cmake --build $bdir -j"$(nproc)" --target dsv4_gpu_tests test_gemv_ref bench_gemv >"$OUT/build.log" 2>&1 ||
+    { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 4; }
+  (cd $bdir && ctest -R "gpu_kernels|test_gemv_ref" -V) >"$OUT/tests.log" 2>&1 || rc=1
+  grep -E "tests passed|Failed|FAILED|assertions|Passed|worst" "$OUT/tests.log" | tail -25
+  bench=$bdir/benchmarks/bench_gemv
+fi
+"$bench" "$OUT/bench_gemv.json" 2>&1 | tee "$OUT/bench.txt" || rc=1
+exit $rc
