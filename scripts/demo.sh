@@ -9,3 +9,5 @@ bash scripts/build.sh
 model=build/models/tiny
 [ -f "$model/config.json" ] || ./build/dsv4 make-model --preset tiny --seed 1 --out "$model"
 ./build/dsv4 inspect "$model"
+# One chat turn on it through the C API host (random weights: the text is noise, the path is real).
+./build/dsv4-chat "$model" --prompt "Hello! Who are you?" --max-new-tokens 32 --stats

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what libdsv4 needs on a Debian/Ubuntu machine (apt + pip), idempotently.
 set -euo pipefail
-pkgs=(cmake g++ ninja-build pkg-config catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev python3-pip)
+pkgs=(cmake g++ ninja-build pkg-config catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev python3-dev python3-pip)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

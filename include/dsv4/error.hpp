@@ -22,6 +22,7 @@ enum class Status : int {
   backend = 7,           // CUDA / NCCL / device failure
   cancelled = 8,         // a callback asked to stop
   internal = 9,
+  buffer_too_small = 10,  // C API buffer convention: the needed size is returned, nothing written
 };
 
 class Error : public std::runtime_error {
