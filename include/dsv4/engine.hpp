@@ -35,9 +35,10 @@ struct LoadOptions {
   bool load_tokenizer = true;    // read <dir>/tokenizer.json when present
   // Lightning-indexer top-k tie rule (exact score ties are common: a score is exactly 0 whenever
   // every head's ReLU is 0). false: ties go to the lowest entry id (torch CUDA, the official
-  // kernels) — the same answer for every chunk schedule. true: reproduce torch's CPU topk over the
-  // row of all entries so far (what the transformers float64 fixtures were made with) — exact for
-  // a full forward, but then the answer at a tied boundary depends on the chunk schedule.
+  // kernels) — the same answer for every chunk schedule. true: reproduce torch's CPU topk (what the
+  // transformers float64 fixtures were made with); its tie order depends on the score row's length,
+  // which ForwardChunk::oracle_length sets (eval-logits passes the prompt length, so every chunk
+  // schedule then reproduces the oracle's full forward); Session::append uses the entries so far.
   bool indexer_ties_torch_cpu = false;
 };
 
