@@ -1,6 +1,8 @@
 // Minimal flag parsing for the dsv4 subcommands: `--name value`, `--name=value` and boolean
 // `--flag`; positional arguments are kept in order. Unknown flags are a usage error naming the flag.
 #pragma once
+#include <climits>
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -68,6 +70,33 @@ class Flags {
     } catch (const std::exception&) {
       fail(Status::invalid_argument, "flag --{}: '{}' is not a number", n, get(n));
     }
+  }
+  // A comma-separated list of integers in [lo, hi], e.g. "--chunks 37,1,1,5"; errors name the flag
+  // and the offending item.
+  std::vector<long long> get_int_list(const std::string& n, long long lo, long long hi) const {
+    const std::string s = require(n);
+    std::vector<long long> out;
+    size_t b = 0;
+    while (true) {
+      const size_t e = s.find(',', b);
+      const std::string item(s, b, e == std::string::npos ? std::string::npos : e - b);
+      try {
+        size_t pos = 0;
+        const long long v = std::stoll(item, &pos);
+        if (pos != item.size() || v < lo || v > hi) throw std::out_of_range("range");
+        out.push_back(v);
+      } catch (const std::exception&) {
+        fail(Status::invalid_argument, "flag --{}: '{}' is not an integer in [{}, {}]", n, item, lo, hi);
+      }
+      if (e == std::string::npos) return out;
+      b = e + 1;
+    }
+  }
+  // Token ids: a comma-separated list in [0, INT32_MAX] (the vocabulary bound is the model's check).
+  std::vector<int32_t> get_id_list(const std::string& n) const {
+    std::vector<int32_t> ids;
+    for (long long v : get_int_list(n, 0, INT32_MAX)) ids.push_back(static_cast<int32_t>(v));
+    return ids;
   }
   const std::vector<std::string>& positional() const { return positional_; }
 

@@ -18,27 +18,6 @@
 #include "dsv4/safetensors.hpp"
 
 namespace dsv4::cli {
-namespace {
-std::vector<int64_t> parse_chunks(const std::string& s) {
-  std::vector<int64_t> out;
-  size_t b = 0;
-  while (b <= s.size()) {
-    const size_t e = s.find(',', b);
-    const std::string item = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
-    try {
-      size_t pos = 0;
-      const long long v = std::stoll(item, &pos);
-      if (pos != item.size() || v <= 0) throw std::invalid_argument("bad");
-      out.push_back(v);
-    } catch (const std::exception&) {
-      fail(Status::invalid_argument, "--chunks: '{}' is not a positive integer", item);
-    }
-    if (e == std::string::npos) break;
-    b = e + 1;
-  }
-  return out;
-}
-}  // namespace
 
 int cmd_eval_logits(const Args& args) {
   Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "threads", "indexer-ties"});
@@ -52,7 +31,9 @@ int cmd_eval_logits(const Args& args) {
     fail(Status::invalid_argument, "--indexer-ties: '{}' (expected lowest or torch-cpu)", ties);
   opt.indexer_ties_torch_cpu = ties == "torch-cpu";
   opt.load_tokenizer = false;
-  const std::vector<int64_t> chunks = f.has("chunks") ? parse_chunks(f.get("chunks")) : std::vector<int64_t>{};
+  std::vector<int64_t> chunks;
+  if (f.has("chunks"))
+    for (long long c : f.get_int_list("chunks", 1, LLONG_MAX)) chunks.push_back(c);
   const std::string out_path = f.require("out");
   SafetensorsFile input(f.require("input"));
   auto model = Model::load(f.require("model"), opt, log);

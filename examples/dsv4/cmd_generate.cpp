@@ -13,28 +13,6 @@
 #include "dsv4/tokenizer.hpp"
 
 namespace dsv4::cli {
-namespace {
-std::vector<int32_t> parse_ids(const std::string& s) {
-  std::vector<int32_t> out;
-  size_t b = 0;
-  while (b <= s.size()) {
-    const size_t e = s.find(',', b);
-    const std::string item = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
-    try {
-      size_t pos = 0;
-      const long long v = std::stoll(item, &pos);
-      if (pos != item.size()) throw std::invalid_argument("bad");
-      out.push_back(static_cast<int32_t>(v));
-    } catch (const std::exception&) {
-      fail(Status::invalid_argument, "--prompt-ids: '{}' is not an integer", item);
-    }
-    if (e == std::string::npos) break;
-    b = e + 1;
-  }
-  return out;
-}
-}  // namespace
-
 int cmd_generate(const Args& args) {
   Flags f(args,
           {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
@@ -62,7 +40,7 @@ int cmd_generate(const Args& args) {
     const auto ids = tok->encode(f.get("prompt"));
     prompt.insert(prompt.end(), ids.begin(), ids.end());
   } else {
-    prompt = parse_ids(f.get("prompt-ids"));
+    prompt = f.get_id_list("prompt-ids");
   }
 
   GenerateParams gp;

@@ -16,25 +16,6 @@
 namespace dsv4::cli {
 namespace {
 
-std::vector<int32_t> parse_ids(const std::string& s) {
-  std::vector<int32_t> ids;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    const std::string item = s.substr(i, j - i);
-    try {
-      size_t pos = 0;
-      const long long v = std::stoll(item, &pos);
-      if (pos != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument("range");
-      ids.push_back(static_cast<int32_t>(v));
-    } catch (const std::exception&) {
-      fail(Status::invalid_argument, "--decode: '{}' is not a token id", item);
-    }
-    i = j + 1;
-  }
-  return ids;
-}
 
 // Calls fn(object, line number) for each non-blank line of a JSON-lines file; errors name the line.
 template <typename F>
@@ -109,7 +90,7 @@ int cmd_tokenize(const Args& args) {
     fmt::print("{}\n", fmt::join(ids, ","));
     return 0;
   }
-  const std::vector<int32_t> ids = parse_ids(f.get("decode"));
+  const std::vector<int32_t> ids = f.get_id_list("decode");
   fmt::print("{}\n", tk.decode(ids, f.has("skip-special")));
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "chat_internal.hpp"
 #include "dsv4/chat_format.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/utf8.hpp"
 
 namespace dsv4::chat {
 
@@ -172,25 +173,6 @@ void dump(const PyVal& v, std::string& out) {
       }
       out.push_back('}');
       break;
-  }
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  // Lone surrogates are written as their 3-byte form (Python keeps them in the str).
-  if (cp < 0x80) {
-    out.push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
   }
 }
 

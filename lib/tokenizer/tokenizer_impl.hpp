@@ -14,6 +14,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dsv4/utf8.hpp"
+
 // pcre2.h is C and defines many macros; keep it out of this header.
 struct pcre2_real_code_8;
 struct pcre2_real_match_data_8;
@@ -30,7 +32,7 @@ size_t find_invalid_utf8(std::string_view s);
 // subpart becomes one U+FFFD). When `final` is false an incomplete sequence at the very end, which
 // later bytes could still complete, is left unconsumed. Returns the number of bytes consumed.
 size_t append_utf8_lossy(std::string& out, std::string_view bytes, bool final);
-void append_utf8(std::string& out, char32_t cp);
+using dsv4::append_utf8;
 // GPT-2 byte-level alphabet: printable Latin-1 bytes map to themselves, the others to U+0100+n.
 char32_t byte_to_char(uint8_t b);
 int char_to_byte(char32_t c);  // -1 when `c` is not in the alphabet
