@@ -11,6 +11,8 @@ using Catch::Approx;
 #include <catch2/catch.hpp>
 #endif
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace dsv4_test {
@@ -20,4 +22,13 @@ inline std::string shared_dir() {
   return DSV4_SHARED_DIR;
 }
 inline std::string source_dir() { return DSV4_SOURCE_DIR; }
+// The whole file as bytes; fails the test (REQUIRE) when it cannot be opened.
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  INFO("reading " << path);
+  REQUIRE(f.good());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
 }  // namespace dsv4_test

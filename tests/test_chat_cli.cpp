@@ -18,12 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+std::string read_file(const fs::path& p) { return dsv4_test::read_file(p.string()); }
 void write_file(const fs::path& p, const std::string& s) {
   std::ofstream f(p, std::ios::binary);
   f << s;

@@ -20,13 +20,7 @@ namespace {
 
 std::string vectors_dir() { return dsv4_test::source_dir() + "/tests/data/chat-vectors/"; }
 
-Json load_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f.good());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return Json::parse(ss.str());
-}
+Json load_json(const std::string& path) { return Json::parse(dsv4_test::read_file(path)); }
 
 struct Vector {
   std::string id;

@@ -18,13 +18,7 @@ namespace chat = dsv4::chat;
 
 namespace {
 
-Json load_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f.good());
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return Json::parse(ss.str());
-}
+Json load_json(const std::string& path) { return Json::parse(dsv4_test::read_file(path)); }
 
 struct Case {
   std::string id;

@@ -16,12 +16,7 @@ using dsv4::chat::Json;
 namespace chat = dsv4::chat;
 
 namespace {
-std::string read_file(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using dsv4_test::read_file;
 }  // namespace
 
 TEST_CASE("chat tokens: prompts built by encode_messages tokenize to the reference ids", "[chat][tokenizer]") {
