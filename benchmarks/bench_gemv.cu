@@ -3,7 +3,7 @@
 // median of 7 CUDA-graph replays of R launches; consecutive launches read different weight copies
 // (>= 256 MB apart, 4x the 60 MB L2), so every launch streams its weights from HBM (an L2 flush
 // between runs, without timing the flush). Prints a table; writes JSON to argv[1] if given.
-// `--probe` runs a few plain launches for a profiler (ncu); DSV4_BENCH_QUICK=1 times three rows.
+// `--probe` runs a few plain launches for a profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -381,7 +381,9 @@ int main(int argc, char** argv) {
   if (std::getenv("DSV4_BENCH_QUICK")) {
     bench_fp8(lt, ltws.p, ltws_bytes, "wq_b", 32768, 1024, ms);
     bench_fp8(lt, ltws.p, ltws_bytes, "wkv", 512, 4096, ms);
+    bench_fp8(lt, ltws.p, ltws_bytes, "wo_b", 4096, 8192, ms);
     bench_moe(lt, ltws.p, ltws_bytes, 4, ms);
+    bench_moe(lt, ltws.p, ltws_bytes, 6, ms);
     return 0;
   }
   struct S { const char* name; int64_t n, k; };

@@ -1,8 +1,9 @@
 // Shared engine of the decode GEMV kernels (sm90_fp8_gemv.cu, sm90_fp4_moe.cu): one persistent CTA
 // per SM streams a contiguous, byte-balanced range of weight tiles through a bulk-copy ring (one
 // producer warp, 8 consumer warps = 8 x 16 rows), tokens sit on the N side of mma.sync m16n8k32
-// e4m3. Units (row tile x expert chunk) split across CTAs are reduced deterministically: each CTA
-// writes its partial to its own slot and the last to arrive sums the slots in CTA order.
+// e4m3. Units (row tile x expert chunk) split across CTAs are reduced deterministically: the CTA
+// holding a unit's first tile is its reducer; the others write their partial to their own slot and
+// signal without waiting; the reducer adds the slots in CTA order (docs/kernels.md).
 // Invariants: counters return to zero at exit; every output element is written exactly once.
 #pragma once
 #include <cuda_runtime.h>
@@ -29,7 +30,7 @@ constexpr int kMaxPairs = 128;       // m * top_k <= 16 * 6 = 96
 constexpr int kMaxStages = 8;
 constexpr int kRawBytesMax = 32768;  // bf16 staging for the in-kernel activation quantisation
 constexpr int kFixedSmem = 9216;     // barriers, routing tables / FP8 scales, amax, contributors
-constexpr int kMaxContrib = 256;     // CTAs that can share one unit (list at smem offset 8192)
+
 constexpr int kMaxSw = 1024;         // FP8 tile scales staged per CTA (routing area, FP8 only)
 
 template <int K> struct Traits;
@@ -158,6 +159,16 @@ __device__ __forceinline__ uint32_t arrive_acq_rel(uint32_t* counter) {
   asm volatile("atom.add.acq_rel.gpu.u32 %0, [%1], 1;" : "=r"(old) : "l"(counter) : "memory");
   return old;
 }
+// Contributor arrival: release (publishes the CTA's partial stores, made visible to this thread by
+// the preceding barrier; release is cumulative), fire-and-forget: the CTA does not wait for it.
+__device__ __forceinline__ void arrive_release(uint32_t* counter) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(counter) : "memory");
+}
+__device__ __forceinline__ uint32_t load_acquire(const uint32_t* counter) {
+  uint32_t v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
+  return v;
+}
 __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(kWarps * 32) : "memory");
 }
@@ -270,11 +281,11 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
   uint64_t* empty = full + kMaxStages;
   uint64_t* xfull = full + 2 * kMaxStages;
   uint64_t* xfree = xfull + 1;
+  uint64_t* rdone = xfree + 1;  // the producer saw every contributor of this CTA's reduced unit
   Routing* rt = reinterpret_cast<Routing*>(smem + L.routing);
   float* s_amax = reinterpret_cast<float*>(smem + L.amax);
-  int* s_contrib = reinterpret_cast<int*>(smem + 8192);
   float* s_sw = reinterpret_cast<float*>(smem + L.routing);  // FP8 only (no routing tables)
-  __shared__ int s_flag, s_ncontrib;
+  __shared__ int s_flag;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int S = p.stages;
@@ -285,6 +296,7 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
     }
     mbar_init(xfull, 1);
     mbar_init(xfree, kWarps);
+    mbar_init(rdone, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   if constexpr (Tr::kFp4) {
@@ -357,6 +369,19 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
     for (int i = first; i < n_tiles; ++i) {
       mbar_wait(empty + i % S, ((i / S) - 1) & 1);
       issue_w(i);
+    }
+    // Split unit reduced here (this CTA holds the unit's first tile, so the unit is its last):
+    // wait for the other contributors while the consumers still work on the last tiles, so the
+    // counter round trip is off the critical path. Contributors never wait, and a CTA only waits
+    // for higher-numbered CTAs, which are dispatched no later (all CTAs are co-resident in every
+    // plan that does not need activation waves).
+    const int64_t ul = floordiv(t1 - 1, KT), ul0 = ul * KT;
+    const int clo = cta_of(ul0, T, G), chi = cta_of(ul0 + KT - 1, T, G);
+    if (clo == static_cast<int>(blockIdx.x) && chi != clo) {
+      const uint32_t need = static_cast<uint32_t>(T >= G ? chi - clo : KT - 1);
+      while (load_acquire(p.cnt1 + ul) != need) __nanosleep(32);
+      p.cnt1[ul] = 0;  // every contributor has arrived: nobody else touches it in this launch
+      mbar_arrive(rdone);
     }
     return;
   }
@@ -614,41 +639,17 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
     const int64_t ut0 = unit * KT;
     const int c_lo = cta_of(ut0, T, G), c_hi = cta_of(ut0 + KT - 1, T, G);
     if (c_lo != c_hi) {
-      const int which = (floordiv(t0, KT) == unit) ? 0 : 1;
-      float* slot = p.partials + ((static_cast<int64_t>(blockIdx.x) * 2 + which) * kWarps + warp) * kRegs * 32;
+      if (c_lo != static_cast<int>(blockIdx.x)) {
+        // Contributor (the unit is this CTA's first): publish the partial, signal, go on.
+        float* slot = p.partials + (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * kRegs * 32;
 #pragma unroll
-      for (int a = 0; a < kMats; ++a)
+        for (int a = 0; a < kMats; ++a)
 #pragma unroll
-        for (int h = 0; h < NH; ++h)
+          for (int h = 0; h < NH; ++h)
 #pragma unroll
-          for (int r = 0; r < 4; ++r) __stcg(slot + ((a * NH + h) * 4 + r) * 32 + lane, acc[a][h][r]);
-      // Barrier, then one gpu-scope fence by the signalling thread publishes the whole CTA's
-      // stores (fence cumulativity); the last arriver fences before its threads read.
-      consumer_sync();
-      if (ctid == 0) {
-        // Contributors: the CTAs in [c_lo, c_hi] that own tiles, each with its slot. With
-        // G <= T every CTA owns tiles, and only c_lo can hold the unit in its tail slot (closed
-        // form; a per-CTA loop of 64-bit divisions on one thread cost ~10 us for 32 CTAs).
-        // With G > T (tiny problems) some CTAs own nothing: walk the range.
-        int nc = 0;
-        if (T >= G) {
-          nc = c_hi - c_lo + 1;
-          const int first_which = tile_start(c_lo, T, G) >= unit * KT ? 0 : 1;
-          for (int j = 0; j < nc && j < kMaxContrib; ++j) s_contrib[j] = (c_lo + j) * 2 + (j == 0 ? first_which : 0);
-        } else {
-          for (int cc = c_lo; cc <= c_hi && nc < kMaxContrib; ++cc) {
-            const int64_t st = tile_start(cc, T, G);
-            if (tile_start(cc + 1, T, G) == st) continue;
-            s_contrib[nc++] = cc * 2 + (st >= unit * KT ? 0 : 1);
-          }
-        }
-        s_ncontrib = nc;
-        const uint32_t old = arrive_acq_rel(p.cnt1 + unit);
-        s_flag = old + 1 == static_cast<uint32_t>(nc);
-      }
-      consumer_sync();
-      const bool last = s_flag;
-      if (!last) {
+            for (int r = 0; r < 4; ++r) __stcg(slot + ((a * NH + h) * 4 + r) * 32 + lane, acc[a][h][r]);
+        consumer_sync();
+        if (ctid == 0) arrive_release(p.cnt1 + unit);
 #pragma unroll
         for (int a = 0; a < kMats; ++a)
 #pragma unroll
@@ -657,23 +658,21 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
             for (int r = 0; r < 4; ++r) acc[a][h][r] = 0.f;
         continue;
       }
-#pragma unroll
-      for (int a = 0; a < kMats; ++a)
-#pragma unroll
-        for (int h = 0; h < NH; ++h)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) acc[a][h][r] = 0.f;
-      // Fixed contributor order (deterministic sums); loads batched so their latencies overlap.
-      constexpr int kBatch = kRegs <= 8 ? 8 : 4;
-      const int ncontrib = s_ncontrib;
+      // Reducer (holds the unit's first tile): own partial, then the contributors in ascending
+      // CTA order (fixed order: bit-identical results run to run). With T >= G every CTA in
+      // (c_lo, c_hi] owns tiles; with T < G each tile has its own CTA.
+      mbar_wait(rdone, 0);
+      const int ncontrib = T >= G ? c_hi - c_lo : KT - 1;
+      constexpr int kBatch = kRegs <= 8 ? 8 : 4;  // 16 for kRegs = 4 measured 5 us slower (registers)
       for (int b0 = 0; b0 < ncontrib; b0 += kBatch) {
         float v[kBatch][kRegs];
 #pragma unroll
         for (int b = 0; b < kBatch; ++b) {
-          const int slot_id = b0 + b < ncontrib ? s_contrib[b0 + b] : -1;
-          const float* src = p.partials + (static_cast<int64_t>(slot_id < 0 ? 0 : slot_id) * kWarps + warp) * kRegs * 32;
+          const int j = b0 + b;
+          const int cc = j >= ncontrib ? -1 : (T >= G ? c_lo + 1 + j : cta_of(ut0 + 1 + j, T, G));
+          const float* src = p.partials + (static_cast<int64_t>(cc < 0 ? 0 : cc) * kWarps + warp) * kRegs * 32;
 #pragma unroll
-          for (int r = 0; r < kRegs; ++r) v[b][r] = slot_id < 0 ? 0.f : __ldcg(src + r * 32 + lane);
+          for (int r = 0; r < kRegs; ++r) v[b][r] = cc < 0 ? 0.f : __ldcg(src + r * 32 + lane);
         }
 #pragma unroll
         for (int b = 0; b < kBatch; ++b)
@@ -684,7 +683,6 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
 #pragma unroll
               for (int r = 0; r < 4; ++r) acc[a][h][r] += v[b][(a * NH + h) * 4 + r];
       }
-      if (ctid == 0) p.cnt1[unit] = 0;
     }
 
     const int nt = cnt_nt;
@@ -807,7 +805,8 @@ inline Plan make_plan(int kind, int nh, int m, int top_k, int64_t nt, int64_t kt
   const int rows = kind == kFp4W2 ? 0 : m;
   // Two CTAs per SM when the kernel is built for it and >= 3 stages fit in half the SM's smem;
   // otherwise one CTA with up to 6 stages; more CTAs (waves) only if the activations need it.
-  const int occ = nh == 1 ? 2 : 1;
+  // Stage caps: deeper rings (6/8 with two CTAs, 8 with one) measured no faster (2026-11-29).
+  const int cap2 = 4, cap1 = 6, occ = nh == 1 ? 2 : 1;
   const int budget2 = smem_per_sm / 2 - 2048, budget1 = smem_optin - 1024;
   for (int grid = sms;; grid += sms) {
     const int64_t l = (tmax + grid - 1) / grid;
@@ -819,7 +818,7 @@ inline Plan make_plan(int kind, int nh, int m, int top_k, int64_t nt, int64_t kt
       const int nwin2 = static_cast<int>(l2 < kt ? l2 : kt);
       const int raw2 = rows ? static_cast<int>(std::min<int64_t>(int64_t{rows} * nwin2 * 256, kRawBytesMax)) : 0;
       const Layout lay2 = make_layout(kind, m, 0, nwin2, raw2, tile_bytes);
-      const int st2 = std::min<int>(4, (budget2 - lay2.total) / tile_bytes);
+      const int st2 = std::min<int>(cap2, (budget2 - lay2.total) / tile_bytes);
       if (st2 >= 3) {
         pl.grid = 2 * grid;
         pl.nwin_max = nwin2;
@@ -829,7 +828,7 @@ inline Plan make_plan(int kind, int nh, int m, int top_k, int64_t nt, int64_t kt
         break;
       }
     }
-    const int stages = std::min<int>(6, (budget1 - lay.total) / tile_bytes);
+    const int stages = std::min<int>(cap1, (budget1 - lay.total) / tile_bytes);
     if (stages >= 2 || grid >= 64 * sms) {
       pl.grid = grid;
       pl.nwin_max = nwin;
