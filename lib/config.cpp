@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <numbers>
 
@@ -39,15 +40,32 @@ class Reader {
       if (fallback) return *fallback;
       fail(Status::format, "{}: missing required key '{}'", src_, *names.begin());
     }
+    return as<T>(*v, *names.begin());
+  }
+  // One value of type T; integers must be integral and fit T (no silent narrowing).
+  template <typename T>
+  T as(const json& v, const std::string& key) const {
     try {
       if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        if (!v->is_number_integer() && !(v->is_number_float() && std::floor(v->get<double>()) == v->get<double>()))
-          throw std::runtime_error("not an integer");
+        if (!v.is_number()) throw std::runtime_error("not a number");
+        const double d = v.get<double>();
+        if (std::floor(d) != d || d < static_cast<double>(std::numeric_limits<T>::min()) ||
+            d > static_cast<double>(std::numeric_limits<T>::max()))
+          throw std::runtime_error("not an integer in range");
+        return v.is_number_integer() ? static_cast<T>(v.get<int64_t>()) : static_cast<T>(d);
       }
-      return v->get<T>();
+      return v.get<T>();
     } catch (const std::exception&) {
-      fail(Status::format, "{}: key '{}' has an unexpected value {}", src_, *names.begin(), v->dump());
+      fail(Status::format, "{}: key '{}' has an unexpected value {}", src_, key, v.dump());
     }
+  }
+  // An array of T under `key`, every element checked as by as<T>; errors name key[i].
+  template <typename T>
+  std::vector<T> array(const json& v, const std::string& key) const {
+    if (!v.is_array()) fail(Status::format, "{}: '{}' is not an array", src_, key);
+    std::vector<T> out;
+    for (size_t i = 0; i < v.size(); ++i) out.push_back(as<T>(v[i], fmt::format("{}[{}]", key, i)));
+    return out;
   }
   const std::string& src() const { return src_; }
 
@@ -83,6 +101,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.vocab_size = r.get<int>({"vocab_size"});
   c.hidden_size = r.get<int>({"hidden_size", "dim"});
   c.num_layers = r.get<int>({"num_hidden_layers", "n_layers"});
+  require_positive(src, "num_hidden_layers", c.num_layers);
   c.num_heads = r.get<int>({"num_attention_heads", "n_heads"});
   if (int kvh = r.get<int>({"num_key_value_heads"}, 1); kvh != 1)
     fail(Status::unsupported, "{}: num_key_value_heads = {} (DeepSeek-V4 attention has one shared K=V head)", src, kvh);
@@ -110,6 +129,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.norm_topk_prob = r.get<bool>({"norm_topk_prob"}, true);
   c.swiglu_limit = r.get<double>({"swiglu_limit"}, 0.0);
   c.num_mtp_layers = r.get<int>({"num_nextn_predict_layers", "n_mtp_layers"}, 0);
+  if (c.num_mtp_layers < 0 || c.num_mtp_layers > 1)
+    fail(Status::unsupported, "{}: num_nextn_predict_layers {} (0 or 1 supported)", src, c.num_mtp_layers);
   c.tie_word_embeddings = r.get<bool>({"tie_word_embeddings"}, false);
   c.bos_token_id = r.get<int>({"bos_token_id"}, 0);
   c.eos_token_id = r.get<int>({"eos_token_id"}, 1);
@@ -151,24 +172,27 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   // ---- RoPE ----
   c.rope_theta = r.get<double>({"rope_theta"}, 10000.0);
   c.compress_rope_theta = r.get<double>({"compress_rope_theta"}, 160000.0);
+  auto object = [&](const json& v, const std::string& where) {
+    if (!v.is_object()) fail(Status::format, "{}: '{}' is not an object", src, where);
+    return Reader(v, fmt::format("{} ({})", src, where));
+  };
   auto read_yarn = [&](const json& y, const char* where) {
-    std::string type = y.value("type", y.value("rope_type", std::string("default")));
+    Reader ry = object(y, where);
+    std::string type = ry.get<std::string>({"type", "rope_type"}, std::string("default"));
     if (type == "default" || type == "none") return;
     if (type != "yarn") fail(Status::unsupported, "{}: {} type '{}' (expected 'yarn')", src, where, type);
     c.yarn.enabled = true;
-    c.yarn.factor = y.value("factor", 1.0);
-    c.yarn.original_max_position = y.value("original_max_position_embeddings", int64_t{0});
-    c.yarn.beta_fast = y.value("beta_fast", 32.0);
-    c.yarn.beta_slow = y.value("beta_slow", 1.0);
-    if (c.yarn.original_max_position <= 0)
-      fail(Status::format, "{}: {}.original_max_position_embeddings must be positive", src, where);
+    c.yarn.factor = ry.get<double>({"factor"}, 1.0);
+    c.yarn.original_max_position = ry.get<int64_t>({"original_max_position_embeddings"});
+    c.yarn.beta_fast = ry.get<double>({"beta_fast"}, 32.0);
+    c.yarn.beta_slow = ry.get<double>({"beta_slow"}, 1.0);
   };
   if (auto* rp = r.find({"rope_parameters"})) {
-    if (rp->contains("main") && (*rp)["main"].contains("rope_theta")) c.rope_theta = (*rp)["main"]["rope_theta"].get<double>();
-    if (rp->contains("compress")) {
-      const auto& cp = (*rp)["compress"];
-      if (cp.contains("rope_theta")) c.compress_rope_theta = cp["rope_theta"].get<double>();
-      read_yarn(cp, "rope_parameters.compress");
+    Reader rpr = object(*rp, "rope_parameters");
+    if (auto* m = rpr.find({"main"})) c.rope_theta = object(*m, "rope_parameters.main").get<double>({"rope_theta"}, c.rope_theta);
+    if (auto* cp = rpr.find({"compress"})) {
+      c.compress_rope_theta = object(*cp, "rope_parameters.compress").get<double>({"rope_theta"}, c.compress_rope_theta);
+      read_yarn(*cp, "rope_parameters.compress");
     }
   } else if (auto* rs = r.find({"rope_scaling"})) {
     read_yarn(*rs, "rope_scaling");
@@ -179,11 +203,19 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     c.yarn.beta_fast = r.get<double>({"beta_fast"}, 32.0);
     c.yarn.beta_slow = r.get<double>({"beta_slow"}, 1.0);
   }
+  if (!(c.rope_theta > 1) || !(c.compress_rope_theta > 1))
+    fail(Status::format, "{}: rope_theta {} / compress_rope_theta {} must be > 1", src, c.rope_theta, c.compress_rope_theta);
+  if (c.yarn.enabled) {
+    if (!(c.yarn.factor > 0)) fail(Status::format, "{}: YaRN factor {} must be positive", src, c.yarn.factor);
+    if (c.yarn.original_max_position <= 0)
+      fail(Status::format, "{}: YaRN original_max_position_embeddings {} must be positive", src, c.yarn.original_max_position);
+    if (!(c.yarn.beta_fast > c.yarn.beta_slow) || !(c.yarn.beta_slow > 0))
+      fail(Status::format, "{}: YaRN beta_fast {} must exceed beta_slow {} > 0", src, c.yarn.beta_fast, c.yarn.beta_slow);
+  }
 
   // ---- per-layer schedule ----
   if (auto* cr = r.find({"compress_ratios"})) {
-    if (!cr->is_array()) fail(Status::format, "{}: compress_ratios is not an array", src);
-    std::vector<int> all = cr->get<std::vector<int>>();
+    std::vector<int> all = r.array<int>(*cr, "compress_ratios");
     if (all.size() != static_cast<size_t>(c.num_layers) && all.size() != static_cast<size_t>(c.num_layers + c.num_mtp_layers))
       fail(Status::format, "{}: compress_ratios has {} entries, expected {} (layers) or {} (layers + MTP)", src, all.size(),
            c.num_layers, c.num_layers + c.num_mtp_layers);
@@ -192,14 +224,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   } else if (auto* lt = r.find({"layer_types"})) {
     if (!lt->is_array() || lt->size() != static_cast<size_t>(c.num_layers))
       fail(Status::format, "{}: layer_types must list {} layer types", src, c.num_layers);
-    const json* rates = r.find({"compress_rates"});
-    auto rate = [&](const char* kind, int dflt) {
-      return rates && rates->contains(kind) ? (*rates)[kind].get<int>() : dflt;
-    };
-    for (const auto& t : *lt) {
-      std::string s = t.get<std::string>();
+    const json* rates_json = r.find({"compress_rates"});
+    const json no_rates = json::object();
+    const Reader rates = object(rates_json ? *rates_json : no_rates, "compress_rates");
+    auto rate = [&](const char* kind, int dflt) { return rates.get<int>({kind}, dflt); };
+    if (rate("compressed_sparse_attention", 4) != 4)
+      fail(Status::unsupported, "{}: compress_rates.compressed_sparse_attention = {} (CSA overlap and indexer are tied to ratio 4)",
+           src, rate("compressed_sparse_attention", 4));
+    for (const std::string& s : r.array<std::string>(*lt, "layer_types")) {
       if (s == "sliding_attention") c.compress_ratios.push_back(0);
-      else if (s == "compressed_sparse_attention") c.compress_ratios.push_back(rate("compressed_sparse_attention", 4));
+      else if (s == "compressed_sparse_attention") c.compress_ratios.push_back(4);
       else if (s == "heavily_compressed_attention") c.compress_ratios.push_back(rate("heavily_compressed_attention", 128));
       else fail(Status::format, "{}: layer_types entry '{}' is unknown", src, s);
     }
@@ -211,8 +245,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
       fail(Status::format, "{}: mlp_layer_types must list {} entries", src, c.num_layers);
     int n = 0;
     bool seen_moe = false;
-    for (const auto& t : *mlt) {
-      std::string s = t.get<std::string>();
+    for (const std::string& s : r.array<std::string>(*mlt, "mlp_layer_types")) {
       if (s == "hash_moe") {
         if (seen_moe) fail(Status::unsupported, "{}: mlp_layer_types: hash layers must lead the stack", src);
         ++n;
@@ -247,7 +280,6 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     fail(Status::format, "{}: num_experts_per_tok {} exceeds n_routed_experts {}", src, c.experts_per_token, c.n_routed_experts);
   if (c.num_hash_layers < 0 || c.num_hash_layers > c.num_layers)
     fail(Status::format, "{}: num_hash_layers {} out of range [0, {}]", src, c.num_hash_layers, c.num_layers);
-  if (c.num_mtp_layers > 1) fail(Status::unsupported, "{}: num_nextn_predict_layers {} (at most 1 supported)", src, c.num_mtp_layers);
 
   auto make_layer = [&](int ratio, bool hash, bool mtp, const std::string& where) {
     LayerSpec l;

@@ -28,6 +28,8 @@ GenerateResult generate(Session& session, const Tokenizer* tok, std::span<const 
   using clock = std::chrono::steady_clock;
   if (prompt.empty()) fail(Status::invalid_argument, "generate: empty prompt");
   if (params.max_new_tokens < 0) fail(Status::invalid_argument, "generate: max_new_tokens {} < 0", params.max_new_tokens);
+  if (!tok && !params.stop_strings.empty())
+    fail(Status::invalid_argument, "generate: stop strings need a tokenizer (the model folder has no tokenizer.json)");
   Sampler sampler(params.sampler);
   GenerateResult res;
   res.prompt_tokens = static_cast<int64_t>(prompt.size());
@@ -76,6 +78,8 @@ GenerateResult generate(Session& session, const Tokenizer* tok, std::span<const 
         stop = true;
       } else {
         visible = text.size() >= max_stop ? std::max(emitted, text.size() - (max_stop - 1)) : emitted;
+        // The hold-back is counted in bytes: never end a piece inside a UTF-8 sequence.
+        while (visible > emitted && (static_cast<unsigned char>(text[visible]) & 0xC0) == 0x80) --visible;
       }
     }
     if (!stop && i + 1 == params.max_new_tokens) {
@@ -92,7 +96,7 @@ GenerateResult generate(Session& session, const Tokenizer* tok, std::span<const 
     }
     const std::string_view piece(text.data() + emitted, visible - emitted);
     emitted = visible;
-    if (on_token && !on_token(id, piece)) {
+    if (on_token && !on_token(id, piece) && !stop) {  // a stop already decided keeps its reason
       res.reason = StopReason::cancelled;
       break;
     }

@@ -49,6 +49,13 @@ int64_t TensorView::numel() const {
   return n;
 }
 std::string TensorView::shape_str() const { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+void TensorView::check_view(size_t elem_size, size_t align) const {
+  if (elem_size != dtype_size(dtype))
+    fail(Status::format, "tensor '{}': viewed with {}-byte elements but its dtype {} has {}", name, elem_size,
+         dtype_name(dtype), dtype_size(dtype));
+  if (reinterpret_cast<uintptr_t>(data) % align)
+    fail(Status::format, "tensor '{}': data is not {}-byte aligned in its file", name, align);
+}
 
 // ---- reader ---------------------------------------------------------------------------------
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
@@ -124,6 +131,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       if (e > data_size)
         fail(Status::io, "{}: tensor '{}': data_offsets [{}, {}] out of range: the file holds {} data bytes (truncated?)",
              path, name, b, e, data_size);
+      // Bound the element count by the file before multiplying: a crafted shape must not wrap the
+      // byte count (to 0, say) and pass the size check below.
+      if (numel > data_size / dtype_size(*dt))
+        fail(Status::format, "{}: tensor '{}': dtype {} × shape {} needs more bytes than the file's {} data bytes", path,
+             name, dtype_name(*dt), t.shape_str(), data_size);
       uint64_t expect = numel * dtype_size(*dt);
       if (e - b != expect)
         fail(Status::format, "{}: tensor '{}': {} bytes stored but dtype {} × shape {} needs {}", path, name, e - b,
@@ -135,11 +147,16 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       index_[name] = tensors_.size();
       tensors_.push_back(std::move(t));
     }
+    // Empty tensors occupy no bytes; every other range must start at or after the furthest end so far.
+    std::erase_if(ranges, [](const Range& r) { return r.b == r.e; });
     std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.b < b.b; });
-    for (size_t i = 1; i < ranges.size(); ++i)
-      if (ranges[i].b < ranges[i - 1].e && ranges[i].e > ranges[i].b)
+    size_t furthest = 0;
+    for (size_t i = 1; i < ranges.size(); ++i) {
+      if (ranges[i].b < ranges[furthest].e)
         fail(Status::format, "{}: tensors '{}' and '{}' have overlapping data_offsets", path,
-             tensors_[ranges[i - 1].idx].name, tensors_[ranges[i].idx].name);
+             tensors_[ranges[furthest].idx].name, tensors_[ranges[i].idx].name);
+      if (ranges[i].e > ranges[furthest].e) furthest = i;
+    }
   } catch (...) {
     ::munmap(map_, size_);
     map_ = nullptr;

@@ -37,6 +37,12 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
   const int64_t V = static_cast<int64_t>(logits.size());
   if (V == 0) fail(Status::invalid_argument, "sampler: empty logits row");
   work_.assign(logits.begin(), logits.end());
+  // A NaN would break every comparison below (std::sort needs a strict weak order): treat it, and
+  // +inf, as an error of the model rather than guess a token.
+  for (int64_t i = 0; i < V; ++i)
+    if (std::isnan(work_[static_cast<size_t>(i)]) || work_[static_cast<size_t>(i)] == INFINITY)
+      fail(Status::backend, "sampler: logit of token {} is {} (the forward pass produced non-finite values)", i,
+           work_[static_cast<size_t>(i)]);
 
   // Penalties, each token once per distinct occurrence count.
   if (p_.repetition_penalty != 1.0f || p_.frequency_penalty != 0.0f || p_.presence_penalty != 0.0f) {

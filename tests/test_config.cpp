@@ -148,6 +148,28 @@ TEST_CASE("config values that would change the model are rejected by name", "[co
   CHECK(contains(with("num_experts_per_tok", 300), "exceeds n_routed_experts"));
   CHECK(contains(with("hidden_size", "big"), "'hidden_size'"));
   CHECK(contains(with("quantization_config", {{"quant_method", "fp8"}, {"weight_block_size", {64, 64}}}), "weight_block_size"));
+  // Structure and types: named keys, no silent narrowing, no reads past arrays.
+  CHECK(contains(with("compress_ratios", json::array({0, "4"})), "compress_ratios[1]"));
+  CHECK(contains(with("vocab_size", 4294968320.0), "'vocab_size'"));
+  CHECK(contains(with("num_hidden_layers", -1), "num_hidden_layers' must be positive"));
+  CHECK(contains(with("num_nextn_predict_layers", -5), "num_nextn_predict_layers -5"));
+  CHECK(contains(with("rope_scaling", json::array({1, 2})), "'rope_scaling' is not an object"));
+  CHECK(contains(with("rope_scaling", {{"type", "yarn"}, {"factor", 0}, {"original_max_position_embeddings", 65536}}), "YaRN factor 0"));
+  CHECK(contains(with("rope_scaling", {{"type", "yarn"}, {"factor", "16"}, {"original_max_position_embeddings", 65536}}), "'factor'"));
+  CHECK(contains(with("rope_scaling", {{"type", "yarn"}, {"factor", 16}, {"original_max_position_embeddings", 65536},
+                                        {"beta_fast", 1}, {"beta_slow", 32}}),
+                 "beta_fast"));
+  CHECK(contains(with("rope_theta", 0), "rope_theta 0"));
+  {
+    json hf = base;
+    hf.erase("compress_ratios");
+    hf["layer_types"] = json::array();
+    for (int i = 0; i < 43; ++i) hf["layer_types"].push_back(i == 5 ? json(7) : json("sliding_attention"));
+    CHECK(contains(error_of(hf), "layer_types[5]"));
+    hf["layer_types"][5] = "compressed_sparse_attention";
+    hf["compress_rates"] = {{"compressed_sparse_attention", 8}};
+    CHECK(contains(error_of(hf), "compress_rates.compressed_sparse_attention = 8"));
+  }
   json j = base;
   j.erase("vocab_size");
   CHECK(contains(error_of(j), "missing required key 'vocab_size'"));

@@ -58,6 +58,22 @@ TEST_CASE("invalid token ids and context overflow leave the session unchanged", 
   }
   CHECK(s->position() == 30);
   CHECK(m->backend().sequence_position(s->handle()) == 30);
+  // A backend batch is validated as a whole: a bad second chunk leaves the first sequence as it was.
+  const std::vector<int32_t> more = seq(3, 1024, 3), bad_ids = {1, 99999};
+  dsv4::ForwardChunk batch[2];
+  batch[0].seq = s->handle();
+  batch[0].tokens = more;
+  batch[1].seq = 999999;  // unknown handle
+  batch[1].tokens = more;
+  REQUIRE_THROWS_AS(m->backend().forward(batch), dsv4::Error);
+  batch[1].seq = s->handle();  // the same sequence twice
+  REQUIRE_THROWS_AS(m->backend().forward(batch), dsv4::Error);
+  batch[1].tokens = bad_ids;
+  auto other = m->create_session(40);
+  batch[1].seq = other->handle();  // a token id past the vocabulary, straight to the backend
+  REQUIRE_THROWS_AS(m->backend().forward(batch), dsv4::Error);
+  CHECK(m->backend().sequence_position(s->handle()) == 30);
+  CHECK(m->backend().sequence_position(other->handle()) == 0);
   // The next token continues exactly as if the failed calls never happened.
   auto t = m->create_session();
   t->append(ids);

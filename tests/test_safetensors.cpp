@@ -117,7 +117,7 @@ TEST_CASE("loader errors name the file and tensor and never crash", "[safetensor
     CHECK(contains(e, "out of range"));
   }
   SECTION("size differs from dtype × shape") {
-    write_raw(dir / "size.safetensors", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8);
+    write_raw(dir / "size.safetensors", R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 16);
     std::string e = open_err("size.safetensors");
     CHECK(contains(e, "'w'"));
     CHECK(contains(e, "needs 12"));
@@ -130,6 +130,21 @@ TEST_CASE("loader errors name the file and tensor and never crash", "[safetensor
     write_raw(dir / "ov.safetensors",
               R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12);
     CHECK(contains(open_err("ov.safetensors"), "overlapping"));
+  }
+  SECTION("a shape whose byte count would wrap around 2^64") {
+    // [1024, 2^52] I64 is 2^65 bytes: it must not wrap to 0 and match empty offsets.
+    write_raw(dir / "wrap.safetensors", R"({"w":{"dtype":"I64","shape":[1024,4503599627370496],"data_offsets":[0,0]}})", 8);
+    std::string e = open_err("wrap.safetensors");
+    CHECK(contains(e, "'w'"));
+    CHECK(contains(e, "needs more bytes than the file"));
+  }
+  SECTION("overlap hidden behind an empty tensor and a short range") {
+    write_raw(dir / "ov2.safetensors",
+              R"({"a":{"dtype":"U8","shape":[100],"data_offsets":[0,100]},"e":{"dtype":"U8","shape":[0],"data_offsets":[10,10]},)"
+              R"("b":{"dtype":"U8","shape":[10],"data_offsets":[50,60]}})",
+              100);
+    std::string e = open_err("ov2.safetensors");
+    CHECK(contains(e, "'a' and 'b' have overlapping"));
   }
   SECTION("offsets that end before they begin, negative shapes, missing fields") {
     write_raw(dir / "rev.safetensors", R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", 8);

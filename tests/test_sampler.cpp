@@ -125,3 +125,49 @@ TEST_CASE("invalid parameters and empty rows are rejected", "[sampler]") {
   dsv4::Sampler s(p);
   REQUIRE_THROWS_AS(s.sample({}, {}), dsv4::Error);
 }
+
+TEST_CASE("frequency penalty scales with the count, presence does not; repetition penalty on negatives", "[sampler]") {
+  // a = 3.0 seen twice, b = 2.0 seen once, c = 1.5 unseen.
+  const std::vector<float> l = {3.0f, 2.0f, 1.5f};
+  const std::vector<int32_t> hist = {0, 0, 1};
+  dsv4::SamplerParams p;
+  p.temperature = 0.0f;
+  p.frequency_penalty = 0.6f;  // a 1.8, b 1.4, c 1.5
+  CHECK(draws(p, l, 1, hist)[0] == 0);
+  p.frequency_penalty = 0.8f;  // a 1.4, b 1.2, c 1.5
+  CHECK(draws(p, l, 1, hist)[0] == 2);
+  p.frequency_penalty = 0.0f;
+  p.presence_penalty = 0.8f;   // a 2.2, b 1.2, c 1.5: once per token, whatever the count
+  CHECK(draws(p, l, 1, hist)[0] == 0);
+  // CTRL rule: a negative logit is multiplied, so a seen token moves away from zero.
+  dsv4::SamplerParams r;
+  r.temperature = 0.0f;
+  r.repetition_penalty = 2.0f;
+  CHECK(draws(r, {-1.0f, -1.5f}, 1, {0})[0] == 1);  // -1 → -2 < -1.5
+}
+
+TEST_CASE("temperature is applied before top-p", "[sampler]") {
+  // logits 2, 1, 0 (+ a tail): at T = 0.5 token 0 alone holds 0.866 ≥ 0.8 of the mass; at T = 1 it
+  // holds 0.665, so top-p 0.8 must also keep token 1 (and never token 2 or beyond).
+  std::vector<float> l = {2.0f, 1.0f, 0.0f};
+  for (int i = 0; i < 5; ++i) l.push_back(-20.0f);
+  dsv4::SamplerParams p;
+  p.top_p = 0.8f;
+  p.seed = 3;
+  p.temperature = 0.5f;
+  for (int32_t t : draws(p, l, 300)) REQUIRE(t == 0);
+  p.temperature = 1.0f;
+  std::set<int32_t> seen;
+  for (int32_t t : draws(p, l, 300)) seen.insert(t);
+  CHECK(seen == std::set<int32_t>{0, 1});
+}
+
+TEST_CASE("non-finite logits are an error, not a guess", "[sampler]") {
+  std::vector<float> l = {0.5f, NAN, 0.1f};
+  dsv4::SamplerParams p;
+  p.temperature = 0.0f;
+  dsv4::Sampler s(p);
+  REQUIRE_THROWS_AS(s.sample(l, {}), dsv4::Error);
+  l[1] = INFINITY;
+  REQUIRE_THROWS_AS(s.sample(l, {}), dsv4::Error);
+}

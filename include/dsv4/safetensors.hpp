@@ -38,9 +38,13 @@ struct TensorView {
   int64_t numel() const;
   int64_t dim(size_t i) const { return shape.at(i); }
   std::string shape_str() const;  // "[a, b]"
+  // Typed zero-copy view; throws Error(format) when the element size differs from the dtype's or
+  // the data is not aligned for T (safetensors does not promise alignment: use memcpy then).
   template <typename T> std::span<const T> as() const {
+    check_view(sizeof(T), alignof(T));
     return {reinterpret_cast<const T*>(data), nbytes / sizeof(T)};
   }
+  void check_view(size_t elem_size, size_t align) const;
 };
 
 class SafetensorsFile {

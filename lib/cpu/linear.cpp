@@ -23,6 +23,7 @@ double dot(const float* a, const float* b, int64_t n) {
 
 void linear(const Linear& w, const float* x, int64_t S, float* y, ThreadPool& pool) {
   const int64_t out = w.out, in = w.in;
+  if (S == 0) return;  // e.g. the head during a prefill chunk that wants no logits: no dequantising
   // Each output row is dequantised once per call and reused for all S inputs.
   pool.parallel_for(out, 16, [&](int64_t b, int64_t e) {
     std::vector<float> buf(w.dense.empty() ? static_cast<size_t>(in) : 0);
