@@ -1,6 +1,8 @@
 // Tensor inventory (spec §2.4) and checkpoint validation (contract in checkpoint_schema.hpp).
 #include "dsv4/checkpoint_schema.hpp"
 
+#include "dsv4/quant.hpp"
+
 #include <fmt/format.h>
 
 #include <map>
@@ -9,7 +11,6 @@
 
 namespace dsv4 {
 namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct Builder {
   const ModelConfig& c;

@@ -15,6 +15,7 @@
 #include "dsv4/dtypes.hpp"
 #include "dsv4/error.hpp"
 #include "dsv4/quant.hpp"
+#include "dsv4/rng.hpp"
 
 namespace dsv4 {
 namespace fs = std::filesystem;
@@ -79,15 +80,10 @@ void apply_overrides(ModelConfig& c, int layers, int experts, int experts_per_to
 }
 
 namespace {
-// splitmix64: small, fast and good enough for random weights; one stream per tensor.
+// One splitmix64 stream per tensor.
 struct Rng {
   uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
+  uint64_t next() { return splitmix64(s); }
   float uniform() { return static_cast<float>(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1)
   float symmetric() { return 2.0f * uniform() - 1.0f; }                                 // [-1, 1)
 };

@@ -1,6 +1,8 @@
 // CPU dequantisation and checkpoint-format quantisers (contract in include/dsv4/quant.hpp).
 #include "dsv4/quant.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -9,12 +11,51 @@
 
 namespace dsv4 {
 namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+// All 256 e4m3 codes decoded once (immutable after the thread-safe first use).
+const std::array<float, 256>& e4m3_table() {
+  static const std::array<float, 256> t = [] {
+    std::array<float, 256> v{};
+    for (int c = 0; c < 256; ++c) v[static_cast<size_t>(c)] = e4m3_to_f32(static_cast<uint8_t>(c));
+    return v;
+  }();
+  return t;
+}
 void expect_2d(const TensorView& t, DType dt, int64_t rows, int64_t cols) {
   if (t.dtype != dt || t.shape.size() != 2 || t.shape[0] != rows || t.shape[1] != cols)
     fail(Status::format, "tensor '{}': {} {} (expected {} [{}, {}])", t.name, dtype_name(t.dtype), t.shape_str(), dtype_name(dt), rows, cols);
 }
 }  // namespace
+
+void decode_bf16_row(const uint8_t* src, int64_t in, float* dst) {
+  for (int64_t i = 0; i < in; ++i) {
+    uint16_t b;
+    std::memcpy(&b, src + 2 * i, 2);
+    dst[i] = bf16_to_f32(b);
+  }
+}
+
+void dequant_fp8_row(const uint8_t* codes, const uint8_t* scales, int64_t in, int block_in, float* dst) {
+  const auto& lut = e4m3_table();
+  for (int64_t b0 = 0; b0 < in; b0 += block_in) {
+    const float sc = e8m0_to_f32(scales[b0 / block_in]);
+    const int64_t e = std::min<int64_t>(in, b0 + block_in);
+    for (int64_t i = b0; i < e; ++i) dst[i] = lut[codes[i]] * sc;
+  }
+}
+
+void dequant_fp4_row(const uint8_t* packed, const uint8_t* scales, int64_t in, int block, float* dst) {
+  for (int64_t b0 = 0; b0 < in; b0 += block) {
+    const float sc = e8m0_to_f32(scales[b0 / block]);
+    float v[16];
+    for (int c = 0; c < 16; ++c) v[c] = e2m1_to_f32(static_cast<uint8_t>(c)) * sc;
+    const int64_t e = std::min<int64_t>(in, b0 + block);
+    for (int64_t i = b0; i < e; i += 2) {  // block is even: whole bytes
+      const uint8_t byte = packed[i / 2];
+      dst[i] = v[byte & 15];
+      if (i + 1 < e) dst[i + 1] = v[byte >> 4];
+    }
+  }
+}
 
 std::vector<float> to_f32(const TensorView& t) {
   const int64_t n = t.numel();
@@ -25,11 +66,7 @@ std::vector<float> to_f32(const TensorView& t) {
       std::memcpy(out.data(), p, static_cast<size_t>(n) * 4);
       break;
     case DType::BF16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t b;
-        std::memcpy(&b, p + 2 * i, 2);
-        out[static_cast<size_t>(i)] = bf16_to_f32(b);
-      }
+      decode_bf16_row(p, n, out.data());
       break;
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) {
@@ -71,9 +108,7 @@ std::vector<float> dequant_fp8(const TensorView& w, const TensorView& s, int bo,
   expect_2d(s, DType::F8_E8M0, ceil_div(out, bo), ceil_div(in, bi));
   std::vector<float> r(static_cast<size_t>(out * in));
   const int64_t sc = s.shape[1];
-  for (int64_t o = 0; o < out; ++o)
-    for (int64_t i = 0; i < in; ++i)
-      r[static_cast<size_t>(o * in + i)] = e4m3_to_f32(w.data[o * in + i]) * e8m0_to_f32(s.data[(o / bo) * sc + i / bi]);
+  for (int64_t o = 0; o < out; ++o) dequant_fp8_row(w.data + o * in, s.data + (o / bo) * sc, in, bi, r.data() + o * in);
   return r;
 }
 
@@ -84,11 +119,7 @@ std::vector<float> dequant_fp4(const TensorView& w, const TensorView& s, int blk
   expect_2d(s, DType::F8_E8M0, out, ceil_div(in, blk));
   std::vector<float> r(static_cast<size_t>(out * in));
   const int64_t sc = s.shape[1];
-  for (int64_t o = 0; o < out; ++o) {
-    const uint8_t* row = w.data + o * (in / 2);
-    for (int64_t i = 0; i < in; ++i)
-      r[static_cast<size_t>(o * in + i)] = e2m1_to_f32(fp4_get(row, i)) * e8m0_to_f32(s.data[o * sc + i / blk]);
-  }
+  for (int64_t o = 0; o < out; ++o) dequant_fp4_row(w.data + o * (in / 2), s.data + o * sc, in, blk, r.data() + o * in);
   return r;
 }
 

@@ -10,17 +10,9 @@
 #include <unordered_map>
 
 #include "dsv4/error.hpp"
+#include "dsv4/rng.hpp"
 
 namespace dsv4 {
-namespace {
-uint64_t splitmix64(uint64_t& s) {
-  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-}  // namespace
-
 Sampler::Sampler(const SamplerParams& p) : p_(p), state_(p.seed) {
   if (!(p.temperature >= 0.0f) || !std::isfinite(p.temperature))
     fail(Status::invalid_argument, "sampler: temperature {} must be a finite value ≥ 0", p.temperature);

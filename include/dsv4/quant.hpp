@@ -12,6 +12,16 @@
 
 namespace dsv4 {
 
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Row primitives, shared by the whole-tensor functions below and the CPU backend's on-the-fly
+// dequantisation (so the tested path and the engine's path are the same code). `in` elements.
+void decode_bf16_row(const uint8_t* src, int64_t in, float* dst);  // little-endian bf16 pairs
+// FP8 row: codes [in], its e8m0 scales [ceil(in/block_in)] (the row's block row of the scale).
+void dequant_fp8_row(const uint8_t* codes, const uint8_t* scales, int64_t in, int block_in, float* dst);
+// FP4 row: packed [in/2] (low nibble = even element), e8m0 scales [ceil(in/block)]; block even.
+void dequant_fp4_row(const uint8_t* packed, const uint8_t* scales, int64_t in, int block, float* dst);
+
 // BF16 / F32 / F16 tensor to f32 (any shape, row-major).
 std::vector<float> to_f32(const TensorView& t);
 // FP8 weight [out, in] + e8m0 block scale [ceil(out/bo), ceil(in/bi)] to f32 [out, in].

@@ -16,15 +16,6 @@ namespace {
 
 const TensorView& get(const Checkpoint& ck, const std::string& name) { return ck.get(name); }
 
-// All 256 e4m3 codes decoded once (immutable after the thread-safe first use).
-const std::array<float, 256>& e4m3_table() {
-  static const std::array<float, 256> t = [] {
-    std::array<float, 256> v{};
-    for (int c = 0; c < 256; ++c) v[static_cast<size_t>(c)] = e4m3_to_f32(static_cast<uint8_t>(c));
-    return v;
-  }();
-  return t;
-}
 
 std::vector<float> vec_f32(const Checkpoint& ck, const std::string& name, int64_t n) {
   const TensorView& t = get(ck, name);
@@ -203,42 +194,15 @@ void Linear::dequant_row(int64_t o, float* dst) const {
     case Format::f32:
       std::memcpy(dst, data + o * in * 4, static_cast<size_t>(in) * 4);
       break;
-    case Format::bf16: {
-      const uint8_t* r = data + o * in * 2;
-      for (int64_t i = 0; i < in; ++i) {
-        uint16_t b;
-        std::memcpy(&b, r + 2 * i, 2);
-        dst[i] = bf16_to_f32(b);
-      }
+    case Format::bf16:
+      decode_bf16_row(data + o * in * 2, in, dst);
       break;
-    }
-    case Format::fp8: {
-      const auto& lut = e4m3_table();
-      const uint8_t* r = data + o * in;
-      const uint8_t* s = scale + (o / block_out) * scale_cols;
-      for (int64_t b0 = 0; b0 < in; b0 += block_in) {
-        const float sc = e8m0_to_f32(s[b0 / block_in]);
-        const int64_t e = std::min<int64_t>(in, b0 + block_in);
-        for (int64_t i = b0; i < e; ++i) dst[i] = lut[r[i]] * sc;
-      }
+    case Format::fp8:
+      dequant_fp8_row(data + o * in, scale + (o / block_out) * scale_cols, in, block_in, dst);
       break;
-    }
-    case Format::fp4: {
-      const uint8_t* r = data + o * (in / 2);
-      const uint8_t* s = scale + o * scale_cols;
-      for (int64_t b0 = 0; b0 < in; b0 += block_in) {
-        const float sc = e8m0_to_f32(s[b0 / block_in]);
-        float v[16];
-        for (int c = 0; c < 16; ++c) v[c] = e2m1_to_f32(static_cast<uint8_t>(c)) * sc;
-        const int64_t e = std::min<int64_t>(in, b0 + block_in);
-        for (int64_t i = b0; i < e; i += 2) {  // block_in is even: whole bytes
-          const uint8_t byte = r[i / 2];
-          dst[i] = v[byte & 15];
-          if (i + 1 < e) dst[i + 1] = v[byte >> 4];
-        }
-      }
+    case Format::fp4:
+      dequant_fp4_row(data + o * (in / 2), scale + o * scale_cols, in, block_in, dst);
       break;
-    }
   }
 }
 
@@ -248,12 +212,7 @@ void ModelWeights::embed_row(int32_t token, float* dst) const {
     std::memcpy(dst, embed + static_cast<int64_t>(token) * D * 4, static_cast<size_t>(D) * 4);
     return;
   }
-  const uint8_t* r = embed + static_cast<int64_t>(token) * D * 2;
-  for (int64_t i = 0; i < D; ++i) {
-    uint16_t b;
-    std::memcpy(&b, r + 2 * i, 2);
-    dst[i] = bf16_to_f32(b);
-  }
+  decode_bf16_row(embed + static_cast<int64_t>(token) * D * 2, D, dst);
 }
 
 ModelWeights load_weights(const Checkpoint& ck, const ModelConfig& cfg, size_t dense_budget_bytes) {
