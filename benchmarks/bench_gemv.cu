@@ -3,7 +3,9 @@
 // median of 7 CUDA-graph replays of R launches; consecutive launches read different weight copies
 // (>= 256 MB apart, 4x the 60 MB L2), so every launch streams its weights from HBM (an L2 flush
 // between runs, without timing the flush). Prints a table; writes JSON to argv[1] if given.
-// `--probe` runs a few plain launches for a profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows.
+// `--probe` runs a few plain launches for a profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows;
+// DSV4_BENCH_FP8=1 times every FP8 shape at M = 1, 4, 16 (no MoE). FP8 rows also time each kernel
+// forced (Fp8GemvPath::kStream, kDirect); the main column is the launch-time choice.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -150,6 +152,7 @@ struct Row {
   int m;
   double mb, us, tbs, lt_us;
   std::string lt_kind;  // "fp8", "bf16" or "" (none)
+  double us_stream = -1, us_direct = -1;  // FP8: each kernel forced (us = the launch-time choice)
 };
 std::vector<Row> rows;
 
@@ -159,8 +162,10 @@ void print_row(const Row& r) {
     std::snprintf(lt, sizeof lt, "%4s %9.2f", r.lt_kind.c_str(), r.lt_us);
     std::snprintf(sp, sizeof sp, "%6.2fx", r.lt_us / r.us);
   }
-  std::printf("| %-22s | %-12s | %2d | %7.2f | %8.2f | %5.2f | %5.1f%% | %s | %s |\n", r.name.c_str(), r.shape.c_str(),
-              r.m, r.mb, r.us, r.tbs, 100.0 * r.tbs / kPeakTBs, lt, sp);
+  char paths[48] = "";
+  if (r.us_stream > 0) std::snprintf(paths, sizeof paths, " %8.2f | %8.2f |", r.us_stream, r.us_direct);
+  std::printf("| %-22s | %-12s | %2d | %7.2f | %8.2f | %5.2f | %5.1f%% | %s | %s |%s\n", r.name.c_str(), r.shape.c_str(),
+              r.m, r.mb, r.us, r.tbs, 100.0 * r.tbs / kPeakTBs, lt, sp, paths);
   std::fflush(stdout);
 }
 
@@ -186,13 +191,16 @@ void bench_fp8(cublasLtHandle_t lt, void* ltws, size_t ltws_bytes, const char* n
     CK(cudaMemset(ws.p, 0, wsb));
     CK(dc::sm90_fp8_gemv(w.as<uint8_t>(), w.as<uint8_t>(wb), n, k, x.as<uint16_t>(), m, y.as<uint16_t>(), ws.p, wsb, st));
     CK(cudaStreamSynchronize(st));
-    const double us = time_graph(
-        [&](int i, cudaStream_t s) {
-          const int c = i % copies;
-          CK(dc::sm90_fp8_gemv(w.as<uint8_t>(per * c), w.as<uint8_t>(per * c + wb), n, k, x.as<uint16_t>(), m,
-                               y.as<uint16_t>(), ws.p, wsb, s));
-        },
-        reps, st);
+    double path_us[3];
+    for (auto path : {dc::Fp8GemvPath::kAuto, dc::Fp8GemvPath::kStream, dc::Fp8GemvPath::kDirect})
+      path_us[int(path)] = time_graph(
+          [&](int i, cudaStream_t s) {
+            const int c = i % copies;
+            CK(dc::sm90_fp8_gemv_path(path, w.as<uint8_t>(per * c), w.as<uint8_t>(per * c + wb), n, k,
+                                      x.as<uint16_t>(), m, y.as<uint16_t>(), ws.p, wsb, s));
+          },
+          reps, st);
+    const double us = path_us[0];
     const double bytes = double(wb + sb) + double(m) * k * 2 + double(m) * n * 2;
     double lt_us = -1;
     // cuBLASLt FP8 at n = m (then n = 16); if FP8 is refused, BF16 weights rotated the same way.
@@ -218,7 +226,8 @@ void bench_fp8(cublasLtHandle_t lt, void* ltws, size_t ltws_bytes, const char* n
         lt_kind = "bf16";
       }
     }
-    Row r{name, std::to_string(n) + "x" + std::to_string(k), m, bytes / 1e6, us, bytes / us / 1e6, lt_us, lt_kind};
+    Row r{name, std::to_string(n) + "x" + std::to_string(k), m, bytes / 1e6, us, bytes / us / 1e6, lt_us, lt_kind,
+          path_us[1], path_us[2]};
     print_row(r);
     rows.push_back(r);
   }
@@ -376,8 +385,12 @@ int main(int argc, char** argv) {
   Dev ltws(ltws_bytes);
   std::printf("| %-22s | %-12s | %2s | %7s | %8s | %5s | %6s | %14s | %7s |\n", "matrix (group)", "N x K", "M", "MB",
               "us", "TB/s", "%peak", "cuBLASLt us", "speedup");
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-  const std::vector<int> ms = std::getenv("DSV4_BENCH_QUICK") ? std::vector<int>{1} : std::vector<int>{1, 2, 4, 8, 16};
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|  (FP8 rows add: stream us | direct us)\n");
+  // DSV4_BENCH_FP8=1: every FP8 shape at M = 1, 4, 16, no MoE rows.
+  const bool fp8_only = std::getenv("DSV4_BENCH_FP8") != nullptr;
+  const std::vector<int> ms = std::getenv("DSV4_BENCH_QUICK") ? std::vector<int>{1}
+                              : fp8_only                      ? std::vector<int>{1, 4, 16}
+                                                              : std::vector<int>{1, 2, 4, 8, 16};
   if (std::getenv("DSV4_BENCH_QUICK")) {
     bench_fp8(lt, ltws.p, ltws_bytes, "wq_b", 32768, 1024, ms);
     bench_fp8(lt, ltws.p, ltws_bytes, "wkv", 512, 4096, ms);
@@ -392,8 +405,10 @@ int main(int argc, char** argv) {
                       {"wo_b", 4096, 8192},          {"shared w1", 2048, 4096},   {"shared w1|w3 (group)", 4096, 4096},
                       {"shared w2", 4096, 2048}};
   for (const S& s : shapes) bench_fp8(lt, ltws.p, ltws_bytes, s.name, s.n, s.k, ms);
-  bench_moe(lt, ltws.p, ltws_bytes, 4, ms);
-  bench_moe(lt, ltws.p, ltws_bytes, 6, {1, 4, 16});
+  if (!fp8_only) {
+    bench_moe(lt, ltws.p, ltws_bytes, 4, ms);
+    bench_moe(lt, ltws.p, ltws_bytes, 6, {1, 4, 16});
+  }
   cublasLtDestroy(lt);
   if (argc > 1) {
     FILE* f = std::fopen(argv[1], "w");
@@ -402,9 +417,10 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < rows.size(); ++i) {
         const Row& r = rows[i];
         std::fprintf(f, "  {\"name\": \"%s\", \"shape\": \"%s\", \"m\": %d, \"mb\": %.4f, \"us\": %.3f, \"tbs\": %.4f, "
-                        "\"pct_peak\": %.2f, \"cublaslt_us\": %.3f, \"cublaslt_type\": \"%s\"}%s\n",
+                        "\"pct_peak\": %.2f, \"cublaslt_us\": %.3f, \"cublaslt_type\": \"%s\", \"stream_us\": %.3f, "
+                        "\"direct_us\": %.3f}%s\n",
                      r.name.c_str(), r.shape.c_str(), r.m, r.mb, r.us, r.tbs, 100 * r.tbs / kPeakTBs, r.lt_us,
-                     r.lt_kind.c_str(), i + 1 < rows.size() ? "," : "");
+                     r.lt_kind.c_str(), r.us_stream, r.us_direct, i + 1 < rows.size() ? "," : "");
       }
       std::fprintf(f, "]}\n");
       std::fclose(f);

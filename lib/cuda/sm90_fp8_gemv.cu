@@ -6,6 +6,7 @@
 
 #include "dsv4/cuda/gemv.hpp"
 #include "sm90_fp8_gemv_common.cuh"
+#include "sm90_fp8_gemv_direct.cuh"
 
 namespace dsv4::cuda {
 using namespace gemv_detail;
@@ -16,6 +17,55 @@ Plan fp8_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
                    d.sms, d.smem_optin, d.smem_per_sm);
 }
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Direct-kernel plan: S warps per 16-row group (power of two <= 16 and <= the k-tiles), the
+// smallest that gives every warp of a full wave (sms x 16 warps, 90 %) a row group or K slice.
+// Measured: balancing units over SMs by a finer split (wq_b|indexer S = 4 instead of 1) was 2 us
+// slower: longer per-warp K chains matter more than the last partial round of units.
+struct DirectPlan {
+  direct_detail::DParams p;
+  int grid, nh;
+  size_t smem;
+  bool ok;
+};
+DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
+  using namespace direct_detail;
+  DirectPlan dp{};
+  const int kt = static_cast<int>(ceil_div(k, 128));
+  const int nrg = static_cast<int>(ceil_div(n, 128) * 8);
+  int lg = 0;
+  while (lg < 4 && (2 << lg) <= kt && int64_t{nrg} * (1 << lg) * 10 < int64_t{d.sms} * kDWarps * 9) ++lg;
+  dp.p.n = static_cast<int>(n);
+  dp.p.k = static_cast<int>(k);
+  dp.p.m = m;
+  dp.p.kt = kt;
+  dp.p.nrg = nrg;
+  dp.p.split = 1 << lg;
+  dp.p.lg_split = lg;
+  dp.p.groups = kDWarps >> lg;
+  dp.p.units = static_cast<int>(ceil_div(nrg, dp.p.groups));
+  dp.grid = std::min(dp.p.units, d.sms);
+  dp.nh = m <= 8 ? 1 : 2;
+  dp.smem = static_cast<size_t>(d_layout(m, kt, dp.nh).total);
+  dp.ok = k <= (int64_t{1} << 20) && dp.smem <= static_cast<size_t>(d.smem_optin - 1024);
+  return dp;
+}
+template <int NH>
+cudaError_t launch_direct(const DirectPlan& dp, const DeviceInfo& d, cudaStream_t stream) {
+  auto kern = direct_detail::fp8_direct_kernel<NH>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  DSV4_GEMV_TRY(attr);
+  kern<<<dp.grid, direct_detail::kDThreads, dp.smem, stream>>>(dp.p);
+  return cudaGetLastError();
+}
+// Heuristic of kAuto: the direct kernel wherever its activations fit in shared memory
+// (m * (ceil(k/128)*128 + 16) bytes + scales + 16 KB of split-K partials <= opt-in smem, i.e. up to
+// k = 12K at m = 16). It was faster than the streaming kernel at every benchmarked shape and M
+// (docs/performance.md, 2026-11-29); the streaming kernel serves larger m * k.
+Fp8GemvPath choose(const DirectPlan& dp) {
+  return dp.ok ? Fp8GemvPath::kDirect : Fp8GemvPath::kStream;
+}
 }  // namespace
 
 size_t sm90_fp8_gemv_workspace_bytes(int64_t n, int64_t k, int m) {
@@ -24,9 +74,23 @@ size_t sm90_fp8_gemv_workspace_bytes(int64_t n, int64_t k, int m) {
   return fp8_plan(n, k, m, d).ws_bytes;
 }
 
+Fp8GemvPath sm90_fp8_gemv_choice(int64_t n, int64_t k, int m) {
+  DeviceInfo d;
+  if (n < 1 || k < 1 || m < 1 || m > kGemvMaxTokens || device_info(&d) != cudaSuccess)
+    return Fp8GemvPath::kStream;
+  return choose(direct_plan(n, k, m, d));
+}
+
 cudaError_t sm90_fp8_gemv(const uint8_t* w_tiled, const uint8_t* w_scale, int64_t n, int64_t k,
                           const uint16_t* x, int m, uint16_t* y, void* workspace,
                           size_t workspace_bytes, cudaStream_t stream) {
+  return sm90_fp8_gemv_path(Fp8GemvPath::kAuto, w_tiled, w_scale, n, k, x, m, y, workspace,
+                            workspace_bytes, stream);
+}
+
+cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const uint8_t* w_scale,
+                               int64_t n, int64_t k, const uint16_t* x, int m, uint16_t* y,
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!w_tiled || !w_scale || !x || !y || !workspace) return cudaErrorInvalidValue;
   if (n < 1 || k < 8 || k % 8 != 0 || m < 1 || m > kGemvMaxTokens) return cudaErrorInvalidValue;
   if (n > (int64_t{1} << 30) || k > (int64_t{1} << 24)) return cudaErrorInvalidValue;
@@ -35,6 +99,17 @@ cudaError_t sm90_fp8_gemv(const uint8_t* w_tiled, const uint8_t* w_scale, int64_
   DSV4_GEMV_TRY(device_info(&d));
   const Plan pl = fp8_plan(n, k, m, d);
   if (pl.stages < 2 || workspace_bytes < pl.ws_bytes) return cudaErrorInvalidValue;
+  if (path != Fp8GemvPath::kStream) {
+    DirectPlan dp = direct_plan(n, k, m, d);
+    if (path == Fp8GemvPath::kAuto) path = choose(dp);
+    if (path == Fp8GemvPath::kDirect && dp.ok) {
+      dp.p.w = w_tiled;
+      dp.p.w_scale = w_scale;
+      dp.p.x = x;
+      dp.p.y = y;
+      return dp.nh == 1 ? launch_direct<1>(dp, d, stream) : launch_direct<2>(dp, d, stream);
+    }
+  }
   auto* ws = static_cast<uint8_t*>(workspace);
   Params p{};
   p.w = w_tiled;

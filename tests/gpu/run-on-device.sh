@@ -16,7 +16,9 @@ if [ "${PREBUILT:-0}" = 1 ]; then
   "$bin/test_gemv_ref" 2>&1 | tail -3 | tee "$OUT/tests.log" || rc=1
   "$bin/dsv4_gpu_tests" 2>&1 | tee -a "$OUT/tests.log" | grep -v "^moe\|^fp8" | tail -25
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
-  grep -E "^(fp8|moe)" "$OUT/tests.log" | sort -t= -k2 -n | tail -4
+  grep -E "^(fp8|moe)" "$OUT/tests.log" | awk '{print $NF, $0}' | sort -n | tail -4
+  echo "fp8 cases: $(grep -c "^fp8" "$OUT/tests.log"), worst per path:"
+  for pth in 1 2; do grep -E "^fp8.*path=$pth:" "$OUT/tests.log" | awk '{print $NF}' | sort -n | tail -1; done
   bench=$bin/bench_gemv
 else
   root=$PWD/third_party/sysroot

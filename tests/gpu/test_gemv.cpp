@@ -100,8 +100,10 @@ struct ErrStat {
   }
 };
 
-void run_fp8_case(std::mt19937_64& rng, int64_t n, int64_t k, int m) {
-  CAPTURE(n, k, m);
+void run_fp8_case(std::mt19937_64& rng, int64_t n, int64_t k, int m,
+                  dsv4::cuda::Fp8GemvPath path = dsv4::cuda::Fp8GemvPath::kAuto) {
+  const int path_id = static_cast<int>(path);
+  CAPTURE(n, k, m, path_id);
   const int64_t kb = dsv4::cuda::ceil_div(k, 128), nb = dsv4::cuda::ceil_div(n, 128);
   auto w = rand_e4m3(rng, static_cast<size_t>(n * k));
   auto s = rand_bytes(rng, static_cast<size_t>(nb * kb), 118, 134);
@@ -122,8 +124,8 @@ void run_fp8_case(std::mt19937_64& rng, int64_t n, int64_t k, int m) {
   std::vector<uint16_t> first;
   for (int rep = 0; rep < 2; ++rep) {
     REQUIRE(cudaMemset(dy.p, 0xff, yref.size() * 2) == cudaSuccess);  // bf16 NaN poison
-    REQUIRE(dsv4::cuda::sm90_fp8_gemv(dw.as<uint8_t>(), ds.as<uint8_t>(), n, k, dx.as<uint16_t>(), m,
-                                      dy.as<uint16_t>(), ws.p, wsb, nullptr) == cudaSuccess);
+    REQUIRE(dsv4::cuda::sm90_fp8_gemv_path(path, dw.as<uint8_t>(), ds.as<uint8_t>(), n, k, dx.as<uint16_t>(),
+                                           m, dy.as<uint16_t>(), ws.p, wsb, nullptr) == cudaSuccess);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     auto y = download<uint16_t>(dy, yref.size());
     if (rep == 0) {
@@ -131,7 +133,8 @@ void run_fp8_case(std::mt19937_64& rng, int64_t n, int64_t k, int m) {
       for (size_t i = 0; i < y.size(); ++i)
         st.add(bf16_to_f32(y[i]), yref[i], std::ldexp(std::fabs(yref[i]), -8) + std::ldexp(yabs[i], -10) + 1e-30);
       INFO("worst |err|/tol " << st.worst << ", out of tolerance " << st.bad << ", non-finite " << st.nonfinite);
-      std::printf("fp8 n=%lld k=%lld m=%d: worst |err|/tol = %.3f\n", (long long)n, (long long)k, m, st.worst);
+      std::printf("fp8 n=%lld k=%lld m=%d path=%d: worst |err|/tol = %.3f\n", (long long)n, (long long)k, m,
+                  path_id, st.worst);
       CHECK(st.nonfinite == 0);
       CHECK(st.bad == 0);
       first = y;
@@ -148,8 +151,12 @@ TEST_CASE("sm90_fp8_gemv matches the float64 reference", "[gpu][gemv]") {
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   const int64_t shapes[][2] = {{300, 520}, {1000, 136}, {33000, 136}, {1024, 4096}, {4096, 1000}, {130, 8}};
-  for (const auto& sh : shapes)
-    for (int m : {1, 2, 3, 7, 16}) run_fp8_case(rng, sh[0], sh[1], m);
+  // Both kernels at every shape (kAuto is one of them), so each path is tested whatever the heuristic.
+  for (auto path : {dsv4::cuda::Fp8GemvPath::kStream, dsv4::cuda::Fp8GemvPath::kDirect})
+    for (const auto& sh : shapes)
+      for (int m : {1, 2, 3, 7, 16}) run_fp8_case(rng, sh[0], sh[1], m, path);
+  // The launch-time choice itself, at a big-K shape (direct needs m*k bytes of smem) and a wide one.
+  for (int m : {1, 16}) run_fp8_case(rng, 256, 8200, m);
 }
 
 TEST_CASE("sm90_fp8_gemv rejects bad arguments", "[gpu][gemv]") {

@@ -30,6 +30,17 @@ cudaError_t sm90_fp8_gemv(const uint8_t* w_tiled, const uint8_t* w_scale, int64_
                           const uint16_t* x, int m, uint16_t* y, void* workspace,
                           size_t workspace_bytes, cudaStream_t stream);
 
+// Kernel behind sm90_fp8_gemv. kAuto picks per shape at launch (sm90_fp8_gemv_choice); tests and
+// benchmarks force one. kStream: persistent CTAs, bulk-copy smem ring + producer warp, cross-CTA
+// split-K. kDirect: warps load A fragments straight into registers, split-K only inside a CTA;
+// needs m * (ceil(k/128)*128 + 16) bytes of activations in shared memory (else kStream is used).
+// Same contract, layout and workspace for all; results agree within the stated tolerance.
+enum class Fp8GemvPath : int { kAuto = 0, kStream = 1, kDirect = 2 };
+Fp8GemvPath sm90_fp8_gemv_choice(int64_t n, int64_t k, int m);
+cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const uint8_t* w_scale,
+                               int64_t n, int64_t k, const uint16_t* x, int m, uint16_t* y,
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
 // ---- FP4 routed experts of one MoE layer (§3.6, §5.5) -----------------------------------------
 // Expert e's tiled w1|w3 lives at w13 + e * fp4_w13_expert_bytes(inter, hidden) and its tiled w2 at
 // w2 + e * fp4_w2_expert_bytes(hidden, inter) (fp4_relayout_w13 / fp4_relayout_w2).

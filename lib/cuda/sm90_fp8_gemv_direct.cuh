@@ -1,0 +1,255 @@
+// "Direct" FP8 block-scaled decode GEMV (spec §5.4), M = 1..16, sm_90a: no shared-memory ring and no
+// producer warp. Each warp streams its A fragments straight from global memory into registers with
+// 16-byte ld.global.nc.L1::no_allocate loads, double-buffered in registers (the next kBatch k-tiles,
+// 4 x 16 B per lane each, are loaded while this batch's MMAs run; the first before the activations
+// are quantised), and runs mma.sync m16n8k32 e4m3 with 16 weight rows on the M side and 8 tokens on N.
+// Same weight layout as the streaming kernel (fp8_relayout): a warp's (16-row group, 128-input tile)
+// fragment is 2 KB contiguous at tile (nt, kt) + rg*2048, lane*16 + ks*512.
+// Activations: quantised per 1x128 (spec §5.1) once per CTA into shared memory, all of K.
+// Work split: a CTA of 16 warps owns G = 16/S row groups (16 rows each) per unit; S warps share one
+// row group, each a contiguous K slice, and are summed through shared memory in warp order
+// (deterministic, no atomics, no cross-CTA traffic). CTAs grid-stride over units.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "sm90_fp8_gemv_common.cuh"
+
+namespace dsv4::cuda::direct_detail {
+using gemv_detail::cvt_e4m3x2;
+using gemv_detail::mma_e4m3;
+
+constexpr int kDWarps = 16;
+constexpr int kDThreads = kDWarps * 32;
+// k-tiles per load batch, double-buffered: 8-16 16-byte loads in flight per lane. Measured: 3 was
+// 1-2 us slower at M = 1 (and spills at M > 8); 4 without double buffering equal at M = 1.
+template <int NH> constexpr int kBatchOf = 2;
+constexpr int kQPass = 4;  // quantisation passes whose x loads are issued together
+
+struct DParams {
+  const uint8_t* w;        // fp8_relayout tiles
+  const uint8_t* w_scale;  // e8m0 [nt, kt]
+  const uint16_t* x;       // bf16 [m, k]
+  uint16_t* y;             // bf16 [m, n]
+  int n, k, m, kt, nrg;    // nrg = 16-row groups = nt * 8
+  int split, lg_split, groups, units;
+};
+
+struct DLayout {
+  int xs_stride, sxs, red, total;
+};
+// xs: e4m3 [m][kt*128 + 16] (+16 B: the 8 token rows of a B fragment hit distinct banks),
+// sxs: f32 [m][kt] activation scales, red: f32 [kDWarps][NH*4][32] split-K partials.
+__host__ __device__ inline DLayout d_layout(int m, int kt, int nh) {
+  DLayout l{};
+  l.xs_stride = kt * 128 + 16;
+  l.sxs = (m * l.xs_stride + 15) / 16 * 16;
+  l.red = l.sxs + (m * kt * 4 + 15) / 16 * 16;
+  l.total = l.red + kDWarps * nh * 4 * 32 * 4;
+  return l;
+}
+
+__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+template <int NH>
+__global__ void __launch_bounds__(kDThreads, 1) fp8_direct_kernel(const __grid_constant__ DParams p) {
+  constexpr int kBatch = kBatchOf<NH>;
+  extern __shared__ __align__(16) uint8_t smem[];
+  const DLayout L = d_layout(p.m, p.kt, NH);
+  uint8_t* xs = smem;
+  float* sxs = reinterpret_cast<float*>(smem + L.sxs);
+  float* red = reinterpret_cast<float*>(smem + L.red);
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+  const int KT = p.kt;
+  const int lrg = warp >> p.lg_split, s = warp & (p.split - 1);
+  const int kb = s * KT / p.split, ke = (s + 1) * KT / p.split;
+
+  // A batch: kBatch k-tiles of one 16-row group (4 x 16 B per lane each) + their e8m0 scales.
+  // Rows past the matrix (R >= nrg) or k-tiles past the warp's slice are not loaded.
+  auto load_batch = [&](int R, int k0, uint4 (&a)[kBatch][4], uint32_t (&sw8)[kBatch]) {
+    const uint8_t* wb =
+        p.w + (static_cast<int64_t>(R >> 3) * KT) * kFp8TileBytes + (R & 7) * 2048 + lane * 16;
+    const uint8_t* sb = p.w_scale + static_cast<int64_t>(R >> 3) * KT;
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      if (k0 + i < ke) {
+        const uint8_t* t = wb + static_cast<int64_t>(k0 + i) * kFp8TileBytes;
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) a[i][ks] = ldg_stream(t + ks * 512);
+        sw8[i] = __ldg(sb + k0 + i);
+      }
+    }
+  };
+  // Issue the first batch before the activations are quantised: its latency hides that work.
+  uint4 cur[kBatch][4];
+  uint32_t csw[kBatch];
+  {
+    const int r0 = blockIdx.x * p.groups + lrg;
+    if (blockIdx.x < p.units && r0 < p.nrg && kb < ke) load_batch(r0, kb, cur, csw);
+  }
+
+  // Quantise x [m, k] per 1x128 block into xs/sxs: 8 threads x 16 values per block; the x loads
+  // of kQPass passes are issued before any is used.
+  {
+    const int nblk = p.m * KT;
+    const int sub = tid & 7;
+    for (int qp = 0; qp < nblk; qp += kQPass * (kDThreads / 8)) {
+      uint4 u[kQPass][2];
+#pragma unroll
+      for (int ps = 0; ps < kQPass; ++ps) {
+        const int q = qp + ps * (kDThreads / 8) + (tid >> 3);
+        const int r = q / KT, kk = (q % KT) * 128 + sub * 16;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          u[ps][half] = make_uint4(0, 0, 0, 0);
+          if (q < nblk && kk + half * 8 < p.k)
+            u[ps][half] = __ldg(reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + kk + half * 8));
+        }
+      }
+#pragma unroll
+      for (int ps = 0; ps < kQPass; ++ps) {
+        const int q = qp + ps * (kDThreads / 8) + (tid >> 3);
+        const bool act = q < nblk;
+        const int r = act ? q / KT : 0, b = act ? q % KT : 0;
+        const int kk = b * 128 + sub * 16;
+        float v[16];
+        float amax = 0.f;
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const uint32_t wd[4] = {u[ps][half].x, u[ps][half].y, u[ps][half].z, u[ps][half].w};
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const uint32_t h = (i & 1) ? (wd[i / 2] >> 16) : (wd[i / 2] & 0xffffu);
+            v[half * 8 + i] = __uint_as_float(h << 16);
+            amax = fmaxf(amax, fabsf(v[half * 8 + i]));
+          }
+        }
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
+        if (act) {
+          const uint32_t e = fp8_act_scale_e8m0(amax);
+          const float inv = __uint_as_float((254u - e) << 23);  // 2^(127-e), exact
+          uint32_t o[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            o[j] = cvt_e4m3x2(v[4 * j] * inv, v[4 * j + 1] * inv) |
+                   (cvt_e4m3x2(v[4 * j + 2] * inv, v[4 * j + 3] * inv) << 16);
+          *reinterpret_cast<uint4*>(xs + r * L.xs_stride + kk) = make_uint4(o[0], o[1], o[2], o[3]);
+          if (sub == 0) sxs[r * KT + b] = e8m0_to_f32(static_cast<uint8_t>(e));
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // B fragment sources: token t = 8h + g (rows >= m read row m-1 and are zeroed), scales of the
+  // accumulator columns 8h + 2tq + e (columns >= m read a valid scale; their MMA sums are 0).
+  const uint8_t* xrow[NH];
+  bool xv[NH];
+  const float* sxc[NH][2];
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const int t = 8 * h + g;
+    xv[h] = t < p.m;
+    xrow[h] = xs + min(t, p.m - 1) * L.xs_stride + tq * 4;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) sxc[h][e] = sxs + min(8 * h + 2 * tq + e, p.m - 1) * KT;
+  }
+
+  const int ustride = gridDim.x * p.groups;
+  for (int u = blockIdx.x; u < p.units; u += gridDim.x) {
+    const int R = u * p.groups + lrg;
+    float acc[NH][4];
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[h][r] = 0.f;
+    if (R < p.nrg) {
+      for (int k0 = kb; k0 < ke; k0 += kBatch) {
+        // Next batch first (this slice's, else the next unit's first): loads stay in flight
+        // while this batch's MMAs run.
+        uint4 nxt[kBatch][4];
+        uint32_t nsw[kBatch];
+        if (k0 + kBatch < ke) {
+          load_batch(R, k0 + kBatch, nxt, nsw);
+        } else if (u + static_cast<int>(gridDim.x) < p.units && R + ustride < p.nrg) {
+          load_batch(R + ustride, kb, nxt, nsw);
+        }
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+          const int kk = k0 + i;
+          if (kk < ke) {
+            float c[NH][4];
+#pragma unroll
+            for (int h = 0; h < NH; ++h)
+#pragma unroll
+              for (int r = 0; r < 4; ++r) c[h][r] = 0.f;
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+              for (int h = 0; h < NH; ++h) {
+                const uint8_t* src = xrow[h] + kk * 128 + ks * 32;
+                uint32_t b0 = *reinterpret_cast<const uint32_t*>(src);
+                uint32_t b1 = *reinterpret_cast<const uint32_t*>(src + 16);
+                if (!xv[h]) b0 = b1 = 0u;
+                mma_e4m3(c[h], cur[i][ks].x, cur[i][ks].y, cur[i][ks].z, cur[i][ks].w, b0, b1);
+              }
+            const float sw = e8m0_to_f32(static_cast<uint8_t>(csw[i]));
+#pragma unroll
+            for (int h = 0; h < NH; ++h) {
+              const float s0 = sw * sxc[h][0][kk], s1 = sw * sxc[h][1][kk];
+              acc[h][0] += c[h][0] * s0;
+              acc[h][1] += c[h][1] * s1;
+              acc[h][2] += c[h][2] * s0;
+              acc[h][3] += c[h][3] * s1;
+            }
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kBatch; ++i) {
+#pragma unroll
+          for (int ks = 0; ks < 4; ++ks) cur[i][ks] = nxt[i][ks];
+          csw[i] = nsw[i];
+        }
+      }
+    }
+    if (p.split > 1) {
+      float* mine = red + warp * (NH * 4 * 32) + lane;
+#pragma unroll
+      for (int h = 0; h < NH; ++h)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) mine[(h * 4 + r) * 32] = acc[h][r];
+      __syncthreads();
+      if (s == 0 && R < p.nrg) {
+#pragma unroll
+        for (int h = 0; h < NH; ++h)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            float sum = mine[(h * 4 + r) * 32];
+            for (int w2 = 1; w2 < p.split; ++w2) sum += mine[(w2 * NH * 4 + h * 4 + r) * 32];
+            acc[h][r] = sum;
+          }
+      }
+    }
+    if (s == 0 && R < p.nrg) {
+#pragma unroll
+      for (int h = 0; h < NH; ++h)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int row = R * 16 + g + 8 * (r >> 1), col = 8 * h + 2 * tq + (r & 1);
+          if (col < p.m && row < p.n) p.y[static_cast<int64_t>(col) * p.n + row] = f32_to_bf16(acc[h][r]);
+        }
+    }
+    if (p.split > 1) __syncthreads();  // red is reused by the next unit
+  }
+}
+
+}  // namespace dsv4::cuda::direct_detail
