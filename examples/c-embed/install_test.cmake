@@ -39,6 +39,9 @@ endif()
 # 2. pkg-config
 find_program(PKG_CONFIG pkg-config REQUIRED)
 set(ENV{PKG_CONFIG_PATH} ${pcdir})
+# A sysroot set for the build's own dependencies (e.g. carried PCRE2 headers) must not re-root the
+# freshly installed dsv4.pc: this test reads it as a downstream user would.
+unset(ENV{PKG_CONFIG_SYSROOT_DIR})
 run(${PKG_CONFIG} --cflags --libs dsv4)
 string(STRIP "${OUT}" flags)
 separate_arguments(flags UNIX_COMMAND "${flags}")
