@@ -45,9 +45,13 @@ const char* exception_name(dsv4_status st) {
 }
 
 // Raises the dsv4.Error subclass for `st` with `message`; `.status` names the C status.
+// The text is decoded leniently (invalid UTF-8 becomes U+FFFD) so that raw bytes in an error message
+// (a file name, a bad token) never replace the dsv4 error with a UnicodeDecodeError.
 [[noreturn]] void raise_status(dsv4_status st, const std::string& message) {
   py::object cls = py::module_::import("dsv4._dsv4").attr(exception_name(st));
-  py::object exc = cls(message);
+  PyObject* text = PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()), "replace");
+  if (!text) throw py::error_already_set();
+  py::object exc = cls(py::reinterpret_steal<py::object>(text));
   exc.attr("status") = dsv4_status_name(st);
   PyErr_SetObject(cls.ptr(), exc.ptr());
   throw py::error_already_set();
@@ -71,6 +75,18 @@ void nogil(F&& f) {
   if (st != DSV4_OK) raise_status(st, err);
 }
 
+// UTF-8 bytes of a str (or bytes) argument. A str that cannot be encoded (a lone surrogate) raises
+// UnicodeEncodeError naming the argument instead of pybind's "incompatible function arguments".
+std::string utf8_arg(py::handle obj, const char* name) {
+  if (PyBytes_Check(obj.ptr())) return std::string(PyBytes_AS_STRING(obj.ptr()), PyBytes_GET_SIZE(obj.ptr()));
+  if (!PyUnicode_Check(obj.ptr()))
+    throw py::type_error(std::string(name) + " must be str, not " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(obj.ptr(), &n);
+  if (!p) throw py::error_already_set();  // UnicodeEncodeError: names the character and its position
+  return std::string(p, static_cast<size_t>(n));
+}
+
 // ---- owners ----------------------------------------------------------------------------------
 
 struct ModelHolder {
@@ -81,8 +97,27 @@ struct ModelHolder {
 struct SessionHolder {
   std::shared_ptr<ModelHolder> model;  // the model must outlive its sessions
   dsv4_session* s = nullptr;
-  std::atomic<bool> busy{false};       // a stream is generating on a worker thread
+  std::atomic<bool> busy{false};       // a call (generate, a stream's worker, append, ...) is running
   ~SessionHolder() { dsv4_session_free(s); }
+};
+
+constexpr const char* kBusyMessage =
+    "the session is busy: another call (a stream, a generate callback or another thread) is generating or "
+    "running on it; finish or close it first";
+
+// Holds a session's busy flag for the duration of one call; a second call (another thread, or a
+// Python callback re-entering the session) raises RuntimeError instead of racing.
+class BusyGuard {
+ public:
+  explicit BusyGuard(SessionHolder& h) : h_(h) {
+    if (h_.busy.exchange(true)) throw std::runtime_error(kBusyMessage);
+  }
+  ~BusyGuard() { h_.busy = false; }
+  BusyGuard(const BusyGuard&) = delete;
+  BusyGuard& operator=(const BusyGuard&) = delete;
+
+ private:
+  SessionHolder& h_;
 };
 
 struct TokenizerHolder {
@@ -103,7 +138,8 @@ class Tokenizer {
     h->tok = h->owned;
     return Tokenizer(std::move(h));
   }
-  std::vector<int32_t> encode(const std::string& text, bool add_special) const {
+  std::vector<int32_t> encode(py::handle text_obj, bool add_special) const {
+    const std::string text = utf8_arg(text_obj, "text");
     std::vector<int32_t> ids;
     nogil([&] {
       size_t n = 0;
@@ -127,7 +163,10 @@ class Tokenizer {
     });
     return py::str(out);
   }
-  std::optional<int32_t> token_to_id(const std::string& token) const {
+  std::optional<int32_t> token_to_id(py::handle token_obj) const {
+    const std::string token = utf8_arg(token_obj, "token");
+    // The C API takes a NUL-terminated string: an embedded NUL would silently truncate the token.
+    if (token.find('\0') != std::string::npos) throw py::value_error("token must not contain a NUL character");
     int32_t id = -1;
     check(dsv4_tokenizer_token_to_id(h_->tok, token.c_str(), &id));
     return id < 0 ? std::nullopt : std::optional<int32_t>(id);
@@ -220,41 +259,60 @@ class TokenStream {
  public:
   TokenStream(std::shared_ptr<SessionHolder> s, std::vector<int32_t> prompt, GenerateOptions opt)
       : s_(std::move(s)), prompt_(std::move(prompt)), opt_(std::move(opt)) {
-    if (s_->busy.exchange(true)) throw std::runtime_error("the session is already generating");
+    if (s_->busy.exchange(true)) throw std::runtime_error(kBusyMessage);
+    owns_busy_ = true;  // cleared exactly once, by the stop() that joins the worker
     opt_.finalize();
-    worker_ = std::thread([this] { run(); });
+    try {
+      worker_ = std::thread([this] { run(); });
+    } catch (...) {
+      s_->busy = false;
+      throw;
+    }
   }
   ~TokenStream() { stop(); }
 
   // Next (token, piece); nullopt at the end (then result() is set or the error is raised).
+  // Lock order: the GIL is released before mu_ is taken, and mu_ is never held while the GIL is
+  // acquired (several Python threads may consume one stream).
   std::optional<std::pair<int32_t, std::string>> next() {
-    std::unique_lock<std::mutex> lock(mu_);
+    std::optional<std::pair<int32_t, std::string>> item;
     {
       py::gil_scoped_release release;
+      std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return !queue_.empty() || done_; });
-    }
-    if (!queue_.empty()) {
-      auto item = std::move(queue_.front());
-      queue_.pop_front();
-      return item;
-    }
-    lock.unlock();
+      if (!queue_.empty()) {
+        item = std::move(queue_.front());
+        queue_.pop_front();
+      }
+    }  // mu_ is unlocked before the GIL is taken back
+    if (item) return item;
     stop();
     if (status_ != DSV4_OK) raise_status(status_, error_);
     return std::nullopt;
   }
 
+  // Cancels and joins the worker; may be called from several threads and repeatedly. Only this
+  // stream's own busy flag is released, once, after the join (a finished stream never clears the
+  // flag of a later stream on the same session).
   void stop() {
     cancel_ = true;
-    if (worker_.joinable()) {
-      py::gil_scoped_release release;
-      worker_.join();
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(join_mu_);
+    if (worker_.joinable()) worker_.join();
+    if (owns_busy_) {
+      owns_busy_ = false;
+      s_->busy = false;
     }
-    s_->busy = false;
   }
 
-  const std::optional<GenerateResult>& result() const { return result_; }
-  const std::vector<int32_t>& tokens() const { return tokens_; }
+  std::optional<GenerateResult> result() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return result_;
+  }
+  std::vector<int32_t> tokens() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return tokens_;
+  }
 
  private:
   static int on_token(int32_t id, const char* piece, size_t len, void* user) {
@@ -278,14 +336,16 @@ class TokenStream {
     if (st != DSV4_OK) error_ = dsv4_last_error();  // read on this (the failing) thread
     else result_ = make_result(r, tokens_, text_);
     done_ = true;
-    cv_.notify_one();
+    cv_.notify_all();  // every consumer waiting in next() must see the end
   }
 
   std::shared_ptr<SessionHolder> s_;
   std::vector<int32_t> prompt_;
   GenerateOptions opt_;
-  std::mutex mu_;
+  mutable std::mutex mu_;  // guards the queue, tokens_, text_, done_, status_, error_, result_
   std::condition_variable cv_;
+  std::mutex join_mu_;     // serialises stop() (join + releasing the busy flag)
+  bool owns_busy_ = false;
   std::deque<std::pair<int32_t, std::string>> queue_;
   std::vector<int32_t> tokens_;
   std::string text_;
@@ -310,7 +370,7 @@ class Session {
   explicit Session(std::shared_ptr<SessionHolder> h) : h_(std::move(h)) {}
 
   void append(const std::vector<int32_t>& tokens, const std::string& logits) {
-    idle();
+    BusyGuard busy(*h_);
     const dsv4_logits_mode mode = logits == "none" ? DSV4_LOGITS_NONE
                                   : logits == "last" ? DSV4_LOGITS_LAST
                                   : logits == "all"  ? DSV4_LOGITS_ALL
@@ -319,7 +379,7 @@ class Session {
   }
 
   void prefill(const std::vector<int32_t>& tokens, int32_t chunk, std::optional<py::function> progress) {
-    idle();
+    BusyGuard busy(*h_);
     struct Ctx {
       py::function* fn;
       std::optional<py::error_already_set> error;
@@ -370,12 +430,12 @@ class Session {
   }
 
   void reset() {
-    idle();
+    BusyGuard busy(*h_);
     check(dsv4_session_reset(h_->s));
   }
 
   Session fork() const {
-    idle();
+    BusyGuard busy(*h_);
     auto h = std::make_shared<SessionHolder>();
     h->model = h_->model;
     nogil([&] { return dsv4_session_fork(h_->s, &h->s); });
@@ -383,14 +443,14 @@ class Session {
   }
 
   int32_t sample(Sampler& sampler) const {
-    idle();
+    BusyGuard busy(*h_);
     int32_t t = -1;
     check(dsv4_session_sample(h_->s, sampler.get(), &t));
     return t;
   }
 
   GenerateResult generate(const std::vector<int32_t>& prompt, GenerateOptions opt, std::optional<py::function> callback) {
-    idle();
+    BusyGuard busy(*h_);  // held across the callbacks: a callback re-entering the session raises
     opt.finalize();
     struct Ctx {
       py::function* fn;
@@ -426,16 +486,12 @@ class Session {
   }
 
   std::unique_ptr<TokenStream> stream(const std::vector<int32_t>& prompt, GenerateOptions opt) {
-    idle();
     return std::make_unique<TokenStream>(h_, prompt, std::move(opt));
   }
 
   const std::shared_ptr<SessionHolder>& holder() const { return h_; }
 
  private:
-  void idle() const {
-    if (h_->busy) throw std::runtime_error("the session is generating in a stream; finish or close it first");
-  }
   std::shared_ptr<SessionHolder> h_;
 };
 

@@ -115,7 +115,7 @@ dsv4_status dsv4_session_prefill(dsv4_session* session, const int32_t* tokens, s
       session->stats.prefill_seconds += capi::seconds_since(t0);
       session->stats.n_prompt_tokens += static_cast<int64_t>(n);
       done += n;
-      if (progress && progress(static_cast<int64_t>(done), static_cast<int64_t>(n_tokens), user_data) != 0 && !last)
+      if (progress && progress(static_cast<int64_t>(done), static_cast<int64_t>(n_tokens), user_data) != 0)
         fail(Status::cancelled, "prefill cancelled by the progress callback after {} of {} tokens", done, n_tokens);
     }
   });

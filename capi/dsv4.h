@@ -288,8 +288,10 @@ typedef int (*dsv4_progress_callback)(int64_t n_done, int64_t n_total, void* use
 
 /* Appends a long prompt in chunks of `chunk` tokens (0 = one chunk) keeping the last token's
  * logits, calling `progress` (may be NULL) after each chunk. Errors as dsv4_session_append, plus
- * DSV4_ERR_CANCELLED when `progress` returned non-zero. After a failure or cancellation the session
- * holds the chunks that completed (position() tells how many tokens) and no logits. */
+ * DSV4_ERR_CANCELLED when `progress` returned non-zero (also after the last chunk). After a failure
+ * or cancellation the session holds the chunks that completed (position() tells how many tokens);
+ * logits are kept only when the last chunk completed (a cancel after it leaves every token appended
+ * and the last token's logits), otherwise there are none. */
 DSV4_API dsv4_status dsv4_session_prefill(dsv4_session* session, const int32_t* tokens, size_t n_tokens,
                                           int32_t chunk, dsv4_progress_callback progress, void* user_data);
 

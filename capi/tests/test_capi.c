@@ -509,6 +509,18 @@ static void test_sessions(const dsv4_model* model, int32_t vocab) {
   REQUIRE_OK(dsv4_session_get_stats(b, &st));
   CHECK(st.position == 3);
 
+  /* a cancel after the last chunk is still DSV4_ERR_CANCELLED: every token is in, logits kept */
+  REQUIRE_OK(dsv4_session_reset(b));
+  pr.calls = 0;
+  pr.cancel_at = 3;
+  CHECK_FAILS(dsv4_session_prefill(b, prompt, 8, 3, on_progress, &pr), DSV4_ERR_CANCELLED);
+  CHECK(pr.calls == 3);
+  REQUIRE_OK(dsv4_session_get_stats(b, &st));
+  CHECK(st.position == 8);
+  REQUIRE_OK(dsv4_session_get_logits(b, &lb, &rows, &nv));
+  CHECK(rows == 1);
+  pr.cancel_at = 0;
+
   /* tokens: buffer convention */
   CHECK_STATUS(dsv4_session_get_tokens(a, NULL, 0, &n), DSV4_ERR_BUFFER_TOO_SMALL);
   CHECK(n == 8);

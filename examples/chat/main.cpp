@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -94,11 +95,20 @@ double to_double(const std::string& flag, const std::string& v) {
   return d;
 }
 
-long long to_int(const std::string& flag, const std::string& v) {
+long long to_int(const std::string& flag, const std::string& v, long long lo = std::numeric_limits<long long>::min(),
+                 long long hi = std::numeric_limits<long long>::max()) {
   char* end = nullptr;
+  errno = 0;
   const long long i = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end) usage_error(flag + " expects an integer, got '" + v + "'");
+  if (errno == ERANGE || i < lo || i > hi)
+    usage_error(flag + " " + v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   return i;
+}
+
+// An int option: out-of-range values are an error, never silently truncated.
+int to_int32(const std::string& flag, const std::string& v, int lo = std::numeric_limits<int>::min()) {
+  return static_cast<int>(to_int(flag, v, lo, std::numeric_limits<int>::max()));
 }
 
 Options parse_args(int argc, char** argv) {
@@ -125,22 +135,22 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--think") o.think = true;
     else if (a == "--no-think") o.think = false;
     else if (a == "--effort") o.effort = next();
-    else if (a == "--max-new-tokens") o.max_new_tokens = static_cast<int>(to_int(a, next()));
+    else if (a == "--max-new-tokens") o.max_new_tokens = to_int32(a, next(), 0);
     else if (a == "--temperature" || a == "--temp") o.sampler.temperature = static_cast<float>(to_double(a, next()));
-    else if (a == "--top-k") o.sampler.top_k = static_cast<int32_t>(to_int(a, next()));
+    else if (a == "--top-k") o.sampler.top_k = to_int32(a, next());
     else if (a == "--top-p") o.sampler.top_p = static_cast<float>(to_double(a, next()));
     else if (a == "--min-p") o.sampler.min_p = static_cast<float>(to_double(a, next()));
     else if (a == "--repeat-penalty") o.sampler.repetition_penalty = static_cast<float>(to_double(a, next()));
     else if (a == "--frequency-penalty") o.sampler.frequency_penalty = static_cast<float>(to_double(a, next()));
     else if (a == "--presence-penalty") o.sampler.presence_penalty = static_cast<float>(to_double(a, next()));
-    else if (a == "--seed") o.sampler.seed = static_cast<uint64_t>(to_int(a, next()));
+    else if (a == "--seed") o.sampler.seed = static_cast<uint64_t>(to_int(a, next(), 0));
     else if (a == "--ctx") o.ctx = to_int(a, next());
-    else if (a == "--threads") o.threads = static_cast<int>(to_int(a, next()));
+    else if (a == "--threads") o.threads = to_int32(a, next(), 0);
     else if (a == "--backend") o.backend = next();
-    else if (a == "--experts-per-token") o.experts_per_token = static_cast<int>(to_int(a, next()));
+    else if (a == "--experts-per-token") o.experts_per_token = to_int32(a, next(), 0);
     else if (a == "--device") {
       std::stringstream ss(next());
-      for (std::string id; std::getline(ss, id, ',');) o.devices.push_back(static_cast<int32_t>(to_int(a, id)));
+      for (std::string id; std::getline(ss, id, ',');) o.devices.push_back(to_int32(a, id, 0));
     } else if (a == "--no-color") o.color = false;
     else if (a == "--stats") o.stats = true;
     else if (a.rfind("-", 0) == 0) usage_error("unknown option " + a);
@@ -324,8 +334,9 @@ class Chat {
       const char* mode = think_ ? "thinking" : "chat";
       const std::vector<int32_t> prompt = render(messages, mode);
       std::vector<int32_t> fresh = reuse_prefix(prompt);
-      Json reply = generate(fresh, mode);
-      on_reply(std::move(reply));
+      std::optional<Json> reply = generate(fresh, mode);
+      if (!reply) return false;  // Ctrl-C before the answer started (printed "[stopped]")
+      on_reply(std::move(*reply));
       if (opt_.stats) print_stats();
       return true;
     } catch (const dsv4c::Error& e) {
@@ -383,13 +394,37 @@ class Chat {
     else p->tool_call(t);
   }
 
+  static int on_progress(int64_t, int64_t, void*) { return g_interrupted.load() ? 1 : 0; }
+
   static int on_token(int32_t, const char* piece, size_t len, void* user) {
     auto* g = static_cast<GenState*>(user);
     if (len) dsv4_chat_stream_feed(g->parser, piece, len, on_delta, g->printer);
     return g_interrupted.load() ? 1 : 0;
   }
 
-  Json generate(const std::vector<int32_t>& prompt, const char* mode) {
+  // Ctrl-C before the answer starts (pressed while rendering / tokenising, or during the prompt's
+  // prefill) drops the turn: the session is reset and nullopt returned. A pending Ctrl-C is
+  // honoured, never cleared unseen; the flag is cleared once the turn has stopped.
+  std::optional<Json> generate(const std::vector<int32_t>& prompt, const char* mode) {
+    auto stopped_early = [&] {
+      g_interrupted.store(false);
+      dsv4_session_reset(session_.get());  // may hold part of the prompt
+      AnswerPrinter(color_out()).finish("[stopped]");
+      return std::nullopt;
+    };
+    if (g_interrupted.load()) return stopped_early();
+    // The prompt but its last token goes through the chunked prefill, whose progress callback
+    // makes a long prompt interruptible; generate then runs from the last token.
+    dsv4_session_stats before{}, after{};
+    check(dsv4_session_get_stats(session_.get(), &before));
+    if (prompt.size() > 1) {
+      const dsv4_status pst =
+          dsv4_session_prefill(session_.get(), prompt.data(), prompt.size() - 1, 256, on_progress, nullptr);
+      if (pst == DSV4_ERR_CANCELLED) return stopped_early();
+      check(pst);
+    }
+    check(dsv4_session_get_stats(session_.get(), &after));
+    if (g_interrupted.load()) return stopped_early();
     dsv4_chat_stream* cs = nullptr;
     check(dsv4_chat_stream_create(mode, false, &cs));
     std::unique_ptr<dsv4_chat_stream, decltype(&dsv4_chat_stream_free)> parser(cs, dsv4_chat_stream_free);
@@ -399,15 +434,16 @@ class Chat {
     gp.max_new_tokens = opt_.max_new_tokens;
     gp.sampler = opt_.sampler;
     dsv4_generate_result r{};
-    g_interrupted.store(false);
-    check(dsv4_session_generate(session_.get(), prompt.data(), prompt.size(), &gp, on_token, &state, &r));
+    const size_t last = prompt.empty() ? 0 : prompt.size() - 1;
+    check(dsv4_session_generate(session_.get(), prompt.data() + last, prompt.size() - last, &gp, on_token, &state, &r));
     check(dsv4_chat_stream_finish(cs, on_delta, &printer));
     const bool stopped = r.stop_reason == DSV4_STOP_CANCELLED;
     g_interrupted.store(false);
     printer.finish(stopped ? "[stopped]" : r.stop_reason == DSV4_STOP_MAX_TOKENS ? "[max tokens]"
                                          : r.stop_reason == DSV4_STOP_CONTEXT_FULL ? "[context full]"
                                                                                   : nullptr);
-    last_ = {r.n_prompt_tokens, r.n_generated_tokens, r.prefill_seconds, r.decode_seconds};
+    last_ = {static_cast<int64_t>(prompt.size()), r.n_generated_tokens,
+             r.prefill_seconds + (after.prefill_seconds - before.prefill_seconds), r.decode_seconds};
     size_t n = 0;
     dsv4_status st = dsv4_chat_stream_result(cs, nullptr, 0, &n);
     if (st != DSV4_ERR_BUFFER_TOO_SMALL) check(st);
@@ -446,6 +482,9 @@ int run(const Options& o) {
   check(dsv4_model_load(o.model.c_str(), &mp, &m));
   dsv4c::ModelPtr model(m);
   Chat chat(o, model.get());
+  // Only now: during the load Ctrl-C keeps its default action (exit at once); from here on it stops
+  // the current answer instead.
+  install_sigint_handler();
 
   if (o.prompt) return chat.turn(*o.prompt) ? 0 : 1;
 
@@ -459,7 +498,22 @@ int run(const Options& o) {
     if (first != std::string::npos && (all[first] == '[' || all[first] == '{')) {
       Json j = Json::parse(all, nullptr, false);
       if (!j.is_discarded()) {
-        if (j.is_object()) j = j.value("messages", Json::array());
+        if (j.is_object()) j = j.contains("messages") ? j["messages"] : Json::array();
+        if (!j.is_array()) {
+          std::fprintf(stderr, "dsv4-chat: piped \"messages\" must be a JSON array, got %s\n", j.type_name());
+          return 1;
+        }
+        for (size_t i = 0; i < j.size(); ++i) {
+          const Json& msg = j[i];
+          const char* problem = !msg.is_object() ? "is not a JSON object"
+                                : msg.contains("role") && !msg["role"].is_string() ? "has a non-string \"role\""
+                                                                                   : nullptr;
+          if (problem) {
+            std::fprintf(stderr, "dsv4-chat: piped message %zu %s (got %s)\n", i, problem,
+                         msg.dump().substr(0, 80).c_str());
+            return 1;
+          }
+        }
         return chat.answer_messages(j) ? 0 : 1;
       }
     }
@@ -503,7 +557,6 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   const Options o = parse_args(argc, argv);
-  install_sigint_handler();
   try {
     return run(o);
   } catch (const dsv4c::Error& e) {

@@ -294,3 +294,101 @@ def test_tiny_a_token_ids():
     assert len(r.tokens) == 4 and r.text == "" and all(0 <= t < 1024 for t in r.tokens)
     with pytest.raises(dsv4.UnsupportedError):
         dsv4.generate(m, "text needs a tokenizer")
+
+
+# ---- review fixes: busy flag, re-entry, several consumers, error text, argument checks -------------
+
+def _join_all(threads, timeout=60):
+    for th in threads:
+        th.join(timeout=timeout)
+    assert not any(th.is_alive() for th in threads), "a thread hung"
+
+
+def test_finished_stream_does_not_release_a_running_one(model, tok):
+    s = model.session(256)
+    a = s.stream(tok.encode("Hi"), max_new_tokens=2, **GREEDY)
+    list(a)
+    b = s.stream([1], max_new_tokens=100, **GREEDY)
+    next(b)
+    a.close()  # a finished stream: must not clear b's busy flag
+    with pytest.raises(RuntimeError, match="busy"):
+        s.reset()
+    with pytest.raises(RuntimeError, match="busy"):
+        s.append([4, 5, 6], logits="all")
+    b.close()
+    b.close()  # idempotent
+    s.reset()  # free again
+
+
+def test_generate_guards_the_session(model, tok):
+    s = model.session(256)
+    for reenter in (lambda: s.reset(), lambda: s.append([5] * 10, logits="none"), lambda: s.fork(),
+                    lambda: s.generate([1], max_new_tokens=1), lambda: s.stream([1], max_new_tokens=1)):
+        def cb(t, p, reenter=reenter):
+            reenter()
+            return False
+        with pytest.raises(RuntimeError, match="busy"):
+            s.generate([1, 2, 3], max_new_tokens=5, callback=cb, **GREEDY)
+        s.reset()  # the guard was released on the way out
+    # Two Python threads on one session: while one generates, the others get the busy error.
+    errors, results = [], []
+    started = threading.Event()
+
+    def slow(t, p):
+        started.set()
+        time.sleep(0.02)
+        return False
+
+    def work():
+        try:
+            results.append(s.generate(tok.encode("Hello"), max_new_tokens=5, **GREEDY))
+        except RuntimeError as e:
+            errors.append(e)
+    first = threading.Thread(target=lambda: results.append(
+        s.generate(tok.encode("Hello"), max_new_tokens=40, callback=slow, **GREEDY)))
+    first.start()
+    assert started.wait(60)
+    others = [threading.Thread(target=work) for _ in range(3)]
+    [th.start() for th in others]
+    _join_all(others)
+    _join_all([first])
+    assert len(results) == 1 and len(errors) == 3, (results, errors)
+    assert all("busy" in str(e) for e in errors)
+
+
+def test_several_consumers_of_one_stream(model):
+    s = model.session(512)
+    st = s.stream([3], max_new_tokens=60, **GREEDY)
+    got = []
+
+    def consume():
+        for item in st:
+            got.append(item)
+    threads = [threading.Thread(target=consume) for _ in range(4)]
+    [th.start() for th in threads]
+    _join_all(threads)
+    assert len(got) == 60
+    assert st.result is not None and st.result.stop_reason == "max_tokens"
+    s.reset()
+
+
+def test_error_text_with_raw_bytes_survives():
+    with pytest.raises(dsv4.FileError) as e:
+        dsv4.Tokenizer(b"/nonexistent/\xff\xfe/tokenizer.json")
+    assert "nonexistent" in str(e.value) and "\ufffd" in str(e.value)
+
+
+def test_token_to_id_rejects_embedded_nul(tok):
+    assert tok.token_to_id("a") is not None
+    with pytest.raises(ValueError, match="NUL"):
+        tok.token_to_id("a\0zzz")
+
+
+def test_encode_lone_surrogate_is_a_clear_error(tok):
+    with pytest.raises(UnicodeEncodeError, match="surrogates not allowed"):
+        tok.encode("ab\ud800cd")
+    with pytest.raises(UnicodeEncodeError):
+        tok.token_to_id("\udfff")
+    with pytest.raises(TypeError, match="text must be str"):
+        tok.encode(42)
+    assert tok.encode(b"hello") == tok.encode("hello")

@@ -213,6 +213,23 @@ def test_piped_json_conversation():
     assert "error: invalid_argument" in r.stderr, r.stderr
 
 
+def test_piped_json_messages_must_be_objects():
+    r = run_chat("--max-new-tokens", "4", stdin="[1,2]")
+    assert r.returncode == 1
+    assert "piped message 0 is not a JSON object" in r.stderr, r.stderr
+    assert "type_error" not in r.stderr, r.stderr
+    r = run_chat("--max-new-tokens", "4", stdin=json.dumps([{"role": "user", "content": "x"}, "oops"]))
+    assert r.returncode == 1 and "piped message 1 is not a JSON object" in r.stderr, r.stderr
+
+
+def test_int_options_are_range_checked():
+    for flag, value in [("--max-new-tokens", "99999999999"), ("--max-new-tokens", "-1"),
+                        ("--top-k", "99999999999999999999999"), ("--threads", "4294967297")]:
+        r = subprocess.run([CHAT, MODEL, flag, value, "--prompt", "x"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (flag, value, r.stderr)
+        assert flag + " " + value + " is out of range" in r.stderr, r.stderr
+
+
 def test_bad_arguments():
     r = subprocess.run([CHAT, MODEL, "--top-k", "many"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--top-k expects an integer" in r.stderr
