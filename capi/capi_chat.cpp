@@ -20,12 +20,8 @@ using capi::require;
 namespace {
 
 chat::Json parse_json(const char* text, const char* what) {
-  try {
-    // ordered: the encoder must see keys in the caller's order (tool schemas are re-serialised).
-    return chat::Json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    fail(Status::invalid_argument, "{} is not valid JSON: {}", what, e.what());
-  }
+  // ordered: the encoder must see keys in the caller's order (tool schemas are re-serialised).
+  return chat::parse_json_limited(text, what);
 }
 
 void emit(const std::vector<chat::Delta>& deltas, dsv4_delta_callback cb, void* user) {

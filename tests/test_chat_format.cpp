@@ -360,3 +360,35 @@ TEST_CASE("chat format: encoder -> strict parser round trip on the vectors' assi
   }
   CHECK(round_trips >= 20);
 }
+
+TEST_CASE("chat format: completion text must be valid UTF-8", "[chat]") {
+  for (auto pm : {chat::ParseMode::strict, chat::ParseMode::lenient}) {
+    CHECK(contains(error_of([&] { chat::parse_message_from_completion_text("ab\xFF" "cd", chat::ThinkingMode::chat, pm); }),
+                   "completion text: invalid UTF-8 at byte offset 2"));
+    // Overlong, surrogate and truncated sequences.
+    CHECK(contains(error_of([&] { chat::parse_message_from_completion_text("a\xC0\xAF", chat::ThinkingMode::chat, pm); }),
+                   "invalid UTF-8 at byte offset 1"));
+    CHECK(contains(error_of([&] { chat::parse_message_from_completion_text("\xED\xA0\x80", chat::ThinkingMode::chat, pm); }),
+                   "invalid UTF-8 at byte offset 0"));
+    CHECK(contains(error_of([&] { chat::parse_message_from_completion_text("xy\xE4\xB8", chat::ThinkingMode::chat, pm); }),
+                   "invalid UTF-8 at byte offset 2"));
+  }
+  const auto m = chat::parse_message_from_completion_text("\xE4\xB8\xAD\xF0\x9F\x98\x80" + std::string(chat::kEos), chat::ThinkingMode::chat);
+  CHECK(m.content == "\xE4\xB8\xAD\xF0\x9F\x98\x80");
+}
+
+TEST_CASE("chat format: caller JSON deeper than the limit is rejected, not a stack overflow", "[chat]") {
+  auto tools_with_depth = [](size_t depth) {
+    return R"([{"role":"system","content":"s","tools":[{"type":"function","function":{"name":"f","parameters":)" +
+           std::string(depth, '[') + std::string(depth, ']') + R"(}}]},{"role":"user","content":"x"}])";
+  };
+  const std::string err = error_of([&] { chat::parse_json_limited(tools_with_depth(100000), "messages_json"); });
+  CHECK(contains(err, "messages_json: JSON nested deeper than 512 levels"));
+  const Json ok = chat::parse_json_limited(tools_with_depth(50), "messages_json");
+  CHECK(contains(chat::encode_messages(ok, chat::ThinkingMode::chat), "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]"));
+  // The limit itself: 512 levels in all are accepted, 513 are not.
+  CHECK_NOTHROW(chat::parse_json_limited(std::string(512, '[') + std::string(512, ']'), "x"));
+  CHECK(contains(error_of([&] { chat::parse_json_limited(std::string(513, '[') + std::string(513, ']'), "x"); }), "deeper than 512"));
+  CHECK(contains(error_of([&] { chat::parse_json_limited("[1,", "ctx"); }), "ctx is not valid JSON"));
+  CHECK(contains(error_of([&] { chat::parse_json_limited("[\"a\xFF\"]", "ctx"); }), "ctx is not valid JSON"));
+}

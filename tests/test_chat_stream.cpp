@@ -2,7 +2,9 @@
 // tool calls), fed at every byte split point, one byte at a time, and in random chunks, it must
 // give the batch parser's final message (strict: same verdict), its deltas must add up to that
 // message, and no delta may contain a marker or end inside a UTF-8 character.
+#include <chrono>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -46,6 +48,10 @@ std::vector<Case> cases() {
   out.push_back({"x-emoji-only", "\xF0\x9F\x98\x80\xF0\x9F\x98\x81", C});
   out.push_back({"x-newlines-before-eos", "a\n\n" + eos, C});
   out.push_back({"x-partial-marker-at-end", "a<\xEF\xBD\x9C" "end", C});
+  // Chains of marker prefixes that collapse as stray markers are erased, and newline runs.
+  out.push_back({"x-prefix-chain", "a<th<<th<think>ink>ink>b</thi<think>nk>c", C});
+  out.push_back({"x-eos-across-erasure", "a<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence" + d + "\xEF\xBD\x9C>tail", C});
+  out.push_back({"x-newline-runs", "a\n\n\n\n<\n\n\n<" + d + "tool_calls>\n</" + d + "tool_calls>" + eos, C});
   return out;
 }
 
@@ -216,4 +222,113 @@ TEST_CASE("chat stream: deltas arrive before the end and markers are held back",
   CHECK(m.content == "Answer");
   CHECK(m.reasoning_content == "Let me think");
   REQUIRE_THROWS(sp.feed("x"));
+}
+
+namespace {
+
+struct Streamed {
+  chat::ParsedMessage msg;
+  size_t text_before_finish = 0;  // reasoning + content bytes emitted by feed()
+};
+
+// Feeds `text` one byte at a time (after `head`, fed whole).
+Streamed stream_bytes(const std::string& text, chat::ThinkingMode mode) {
+  Streamed r;
+  chat::StreamParser sp(mode, chat::ParseMode::lenient);
+  for (size_t i = 0; i < text.size(); ++i)
+    for (const auto& d : sp.feed(std::string_view(text).substr(i, 1)))
+      if (d.kind == chat::Delta::Kind::reasoning || d.kind == chat::Delta::Kind::content) r.text_before_finish += d.text.size();
+  sp.finish();
+  r.msg = sp.result();
+  return r;
+}
+
+}  // namespace
+
+// Performance guard that is also a correctness check: long runs of bytes that may start a marker
+// (or precede a tool block) used to make every feed rescan the whole held-back tail (quadratic,
+// minutes for these sizes); stray markers were erased with a rescan from the start of the field.
+TEST_CASE("chat stream: long runs of newlines, '<' and stray markers stay linear", "[chat][stream]") {
+  const auto C = chat::ThinkingMode::chat, T = chat::ThinkingMode::thinking;
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    const std::string text = std::string(200000, '\n') + "x";
+    const auto batch = chat::parse_message_from_completion_text(text, C, chat::ParseMode::lenient);
+    CHECK(batch.content == text);
+    const Streamed s = stream_bytes(text, C);
+    CHECK(s.msg.same_message(batch));
+    CHECK(s.text_before_finish == text.size());  // not held back until finish()
+    chat::StreamParser sp(C);
+    size_t early = 0;
+    for (size_t i = 0; i < 200000; ++i)
+      for (const auto& d : sp.feed("\n")) early += d.text.size();
+    CHECK(early >= 200000 - 2);  // only the two newlines that may precede a tool block wait
+  }
+  {
+    const std::string text = "r" + std::string(200000, '\n') + "</think>a";
+    const auto batch = chat::parse_message_from_completion_text(text, T, chat::ParseMode::lenient);
+    const Streamed s = stream_bytes(text, T);
+    CHECK(s.msg.same_message(batch));
+    CHECK(s.text_before_finish == text.size() - 8);
+  }
+  {
+    const std::string text(200000, '<');
+    const auto batch = chat::parse_message_from_completion_text(text, C, chat::ParseMode::lenient);
+    CHECK(batch.content == text);
+    CHECK(stream_bytes(text, C).msg.same_message(batch));
+  }
+  {
+    std::string text;
+    for (int i = 0; i < 40000; ++i) text += "<think>";
+    text += "y";
+    const auto batch = chat::parse_message_from_completion_text(text, C, chat::ParseMode::lenient);
+    CHECK(batch.content == "y");
+    CHECK(batch.warnings.size() == 40000);
+    const Streamed s = stream_bytes(text, C);
+    CHECK(s.msg.same_message(batch));
+    CHECK(s.msg.warnings == batch.warnings);
+  }
+  {
+    const std::string text = "<" + std::string(chat::kDsml) + "foo" + std::string(300000, 'a');
+    const auto batch = chat::parse_message_from_completion_text(text, C, chat::ParseMode::lenient);
+    CHECK(batch.content.empty());
+    CHECK(stream_bytes(text, C).msg.same_message(batch));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO("seconds " << secs);
+  CHECK(secs < 20.0);  // generous: well under a second when linear
+}
+
+TEST_CASE("chat stream: invalid UTF-8 is rejected, a character split across chunks is not", "[chat][stream]") {
+  for (auto pm : {chat::ParseMode::lenient, chat::ParseMode::strict}) {
+    chat::StreamParser sp(chat::ThinkingMode::chat, pm);
+    std::string content;
+    for (std::string_view piece : {std::string_view("a\xE4"), std::string_view("\xB8"), std::string_view("\xAD" "b\xF0\x9F"),
+                                   std::string_view("\x98\x80"), chat::kEos})
+      for (const auto& d : sp.feed(piece)) content += d.text;
+    sp.finish();
+    CHECK(content == "a\xE4\xB8\xAD" "b\xF0\x9F\x98\x80");
+    CHECK(sp.result().content == content);
+  }
+  auto error_of = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const dsv4::Error& e) {
+      CHECK(e.status() == dsv4::Status::invalid_argument);
+      return e.what();
+    }
+    return "(no error)";
+  };
+  {
+    chat::StreamParser sp(chat::ThinkingMode::chat);
+    sp.feed("ab");
+    CHECK(error_of([&] { sp.feed("c\xFF" "d"); }).find("invalid UTF-8 at byte offset 3") != std::string::npos);
+    sp.feed("\xE4");  // the rejected chunk was not taken
+    CHECK(error_of([&] { sp.feed("x"); }).find("invalid UTF-8 at byte offset 2") != std::string::npos);
+  }
+  {
+    chat::StreamParser sp(chat::ThinkingMode::chat);
+    sp.feed("ab\xE4\xB8");
+    CHECK(error_of([&] { sp.finish(); }).find("invalid UTF-8 at byte offset 2") != std::string::npos);
+  }
 }

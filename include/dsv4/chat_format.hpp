@@ -95,11 +95,21 @@ struct ParsedMessage {
 // parse_message_from_completion_text(text, thinking_mode): `text` is what the model generated
 // after the prompt for one assistant turn. strict: the release parser; malformed text throws
 // dsv4::Error(Status::format) whose message starts with the release's message (e.g. "Invalid
-// format: missing EOS token"). lenient: never throws on text; rules in docs/chat-format.md.
+// format: missing EOS token"). lenient: never throws on valid UTF-8 text; rules in docs/chat-format.md.
+// Both modes first reject ill-formed UTF-8 with dsv4::Error(Status::invalid_argument,
+// "completion text: invalid UTF-8 at byte offset N").
 ParsedMessage parse_message_from_completion_text(std::string_view text, ThinkingMode thinking_mode,
                                                  ParseMode mode = ParseMode::strict);
 ParsedMessage parse_message_from_completion_text(std::string_view text, std::string_view thinking_mode,
                                                  ParseMode mode = ParseMode::strict);
+
+// ---- JSON from callers ---------------------------------------------------------------------
+// Parses caller-supplied JSON text (ordered, keys in the caller's order). Every entry point that
+// takes JSON text uses this: malformed text, invalid UTF-8 and nesting deeper than
+// kMaxJsonDepth levels (deep values would overflow the stack in recursive copies / dumps) throw
+// dsv4::Error(Status::invalid_argument) whose message starts with `what`.
+inline constexpr int kMaxJsonDepth = 512;
+Json parse_json_limited(std::string_view text, const char* what);
 
 // ---- JSON as Python's json module writes it ------------------------------------------------
 // json.dumps(value, ensure_ascii=False): ", " and ": " separators, non-ASCII raw, floats as

@@ -44,6 +44,8 @@ class StreamParser {
 
   // Appends `chunk` and returns the deltas that became certain. Text after an EOS is kept (for the
   // strict verdict) but produces no deltas. Calling feed after finish is Status::invalid_argument.
+  // Ill-formed UTF-8 is Status::invalid_argument (the chunk is then not taken); a character cut off
+  // at the end of a chunk is fine, but still cut off at finish() it is an error there.
   std::vector<Delta> feed(std::string_view chunk);
   // End of generation: flushes held-back text and returns the last deltas. Idempotent.
   std::vector<Delta> finish();

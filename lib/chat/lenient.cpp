@@ -12,6 +12,7 @@
 #include "dsv4/chat_format.hpp"
 #include "dsv4/chat_stream.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/utf8.hpp"
 
 namespace dsv4::chat::detail {
 
@@ -22,17 +23,19 @@ const std::string& dsml_str() {
 }
 std::string tag(std::string_view prefix, std::string_view name) { return std::string(prefix) + dsml_str() + std::string(name); }
 
-// Position and index of the earliest pattern occurrence in `text` at or after `from`.
+// Position and index of the earliest pattern occurrence in `text` at or after `from` (the lowest
+// index on a tie). One pass over the text, so the cost is the distance to the match, not the
+// distance to the farthest occurrence of every pattern.
 std::pair<size_t, size_t> find_first(std::string_view text, size_t from, const std::vector<std::string>& pats) {
-  size_t best = std::string_view::npos, which = 0;
-  for (size_t k = 0; k < pats.size(); ++k) {
-    const size_t p = text.find(pats[k], from);
-    if (p < best) {
-      best = p;
-      which = k;
-    }
+  std::string firsts;
+  for (const auto& p : pats)
+    if (firsts.find(p[0]) == std::string::npos) firsts.push_back(p[0]);
+  for (size_t i = text.find_first_of(firsts, from); i != std::string_view::npos; i = text.find_first_of(firsts, i + 1)) {
+    const std::string_view rest = text.substr(i);
+    for (size_t k = 0; k < pats.size(); ++k)
+      if (rest.starts_with(pats[k])) return {i, k};
   }
-  return {best, which};
+  return {std::string_view::npos, 0};
 }
 
 // Length of the longest suffix of text[from..] that is a proper prefix of some pattern.
@@ -121,17 +124,42 @@ class LenientMachine {
         header_pats_{tag("<", "parameter"), tag("</", "invoke")},
         param_pats_{tag("/", "parameter")},
         after_param_pats_{tag("<", "parameter"), tag("</", "invoke"), std::string(kEos)},
-        after_block_pats_{std::string(kEos), tag("<", "tool_calls")} {}
+        after_block_pats_{std::string(kEos), tag("<", "tool_calls")} {
+    for (const auto& p : text_pats_)
+      for (const char c : p) marker_byte_[static_cast<unsigned char>(c)] = true;
+  }
 
   void feed(std::string_view chunk, std::vector<Delta>& out) {
     if (eof_) fail(Status::invalid_argument, "StreamParser: feed() after finish()");
+    // Validate first (an incomplete character at the end may still be completed by the next chunk),
+    // so a rejected chunk leaves the parser as it was.
+    size_t complete_end = 0;
+    const std::string_view unchecked = std::string_view(raw_).substr(utf8_ok_);
+    std::string joined;
+    std::string_view text = chunk;
+    if (!unchecked.empty()) {
+      joined = std::string(unchecked) + std::string(chunk);
+      text = joined;
+    }
+    if (const size_t bad = first_invalid_utf8(text, true, &complete_end); bad != std::string_view::npos)
+      fail(Status::invalid_argument, "completion text: invalid UTF-8 at byte offset {}", utf8_ok_ + bad);
+    utf8_ok_ += complete_end;
     raw_.append(chunk);
-    buf_.append(chunk);
-    run(out);
+    // Bounded pieces keep erasing a stray marker cheap (it moves only the rest of the piece); the
+    // machine gives the same result for any split.
+    constexpr size_t kPiece = 4096;
+    size_t i = 0;
+    do {
+      buf_.append(chunk.substr(i, kPiece));
+      run(out);
+      i += kPiece;
+    } while (i < chunk.size());
   }
 
   void finish(std::vector<Delta>& out) {
     if (eof_) return;
+    if (utf8_ok_ < raw_.size())
+      fail(Status::invalid_argument, "completion text: invalid UTF-8 at byte offset {} (truncated character)", utf8_ok_);
     eof_ = true;
     run(out);
     msg_.ended = saw_eos_ || block_closed_at_end_;
@@ -186,7 +214,8 @@ class LenientMachine {
       case State::reasoning:
       case State::content: return step_text(out);
       case State::stray_tag: {
-        const size_t gt = buf_.find('>', stray_at_ + 1);
+        const size_t gt = buf_.find('>', std::max(stray_at_ + 1, gt_from_));
+        if (gt == std::string::npos) gt_from_ = buf_.size();  // no '>' before here: not searched again
         if (gt == std::string::npos && !eof_) return;
         const size_t n = gt == std::string::npos ? buf_.size() - stray_at_ : gt + 1 - stray_at_;
         msg_.warnings.push_back("stray DSML markup dropped: " + buf_.substr(stray_at_, n));
@@ -331,16 +360,13 @@ class LenientMachine {
     // Emits text before `end` that no later byte can change: not a partial marker, not newlines
     // that may precede a tool block, not an incomplete UTF-8 character.
     auto emit_safe = [&](size_t end) {
-      size_t e = end;
-      // Repeat until the emitted text ends in no proper prefix of a marker at all: an erasure
-      // further on could otherwise complete one (e.g. "<｜end▁of▁sentence" + erased "｜DSML｜" + "｜>").
-      for (size_t prev = std::string::npos; !eof_ && e != prev;) {
-        prev = e;
-        e -= partial_suffix(std::string_view(buf_).substr(0, e), pos_, text_pats_);
-        e = utf8_boundary(buf_, pos_, trim_newlines(e));
-      }
+      // The emitted text must end in no proper prefix of a marker at all: an erasure further on
+      // could otherwise complete one (e.g. "<｜end▁of▁sentence" + erased "｜DSML｜" + "｜>"). So the
+      // held-back text starts at the last "clean" point, and the newlines right before it stay too.
+      const size_t e = eof_ ? end : utf8_boundary(buf_, pos_, trim_newlines(clean_point(end)));
       emit_text(field, pos_, e, out);
       pos_ = e;
+      hold_pos_ = e;  // clean_point's knowledge stays valid: e <= clean_
     };
     if (p == std::string::npos) return emit_safe(buf_.size());
     const std::string& pat = text_pats_[k];
@@ -362,6 +388,7 @@ class LenientMachine {
     if (k == 4 || k == 5) {  // other DSML markup: erased up to its '>' once that arrives
       emit_safe(p);
       stray_at_ = p;
+      gt_from_ = 0;
       return_state_ = field;
       state_ = State::stray_tag;
       return;
@@ -385,7 +412,39 @@ class LenientMachine {
   void erase(size_t at, size_t n) {
     buf_.erase(at, n);
     ++edits_;
-    scan_state_ = State::end;  // the scan hint is stale
+    // Nothing before `at` changed: a pattern can only newly start where it would reach `at`.
+    size_t longest = 0;
+    for (const auto& p : text_pats_) longest = std::max(longest, p.size());
+    const size_t reach = at >= longest ? at - longest + 1 : 0;
+    if (scan_state_ != State::end) scan_from_ = std::max(pos_, std::min(scan_from_, reach));
+    if (clean_ > at) {
+      hold_pos_ = std::string::npos;  // clean_point's knowledge is stale
+    } else {
+      checked_ = std::min(checked_, at);
+    }
+  }
+
+  // Whether no suffix of buf_[pos_, x) is a proper prefix of a text marker.
+  bool is_clean(size_t x) const {
+    if (x <= pos_ || !marker_byte_[static_cast<unsigned char>(buf_[x - 1])]) return true;
+    return partial_suffix(std::string_view(buf_).substr(0, x), pos_, text_pats_) == 0;
+  }
+
+  // The largest clean point <= end. Amortised O(1) per byte: remembers that clean_ is clean and
+  // every point in (clean_, checked_] is not; that stays true while pos_ only moves up to clean_
+  // (a prefix reaching past clean_ would make clean_ unclean) and buf_ changes only after checked_.
+  size_t clean_point(size_t end) {
+    if (hold_pos_ != pos_ || clean_ > end || clean_ < pos_) {
+      clean_ = checked_ = hold_pos_ = pos_;
+    }
+    for (size_t x = end; x > checked_; --x) {
+      if (is_clean(x)) {
+        clean_ = x;
+        break;
+      }
+    }
+    checked_ = std::max(checked_, end);
+    return clean_;
   }
 
   // An invoke is emitted only when it ends, and only if every part of it parsed: a malformed or
@@ -442,6 +501,10 @@ class LenientMachine {
   std::string raw_;  // the text exactly as fed (buf_ loses erased markers)
   size_t pos_ = 0;
   size_t stray_at_ = 0;
+  size_t gt_from_ = 0;     // stray_tag: no '>' in buf_[stray_at_ + 1, gt_from_)
+  size_t utf8_ok_ = 0;     // raw_[0, utf8_ok_) is valid UTF-8 ending on a character boundary
+  size_t hold_pos_ = std::string::npos;  // pos_ for which clean_ / checked_ hold (npos: none)
+  size_t clean_ = 0, checked_ = 0;
   size_t edits_ = 0;
   bool eof_ = false;
   State state_;
@@ -457,6 +520,7 @@ class LenientMachine {
   std::vector<std::string> param_names_;
   ParsedMessage msg_;
   const std::vector<std::string> text_pats_, block_pats_, header_pats_, param_pats_, after_param_pats_, after_block_pats_;
+  std::array<bool, 256> marker_byte_{};  // bytes that occur in some text marker
 };
 
 ParsedMessage parse_lenient(std::string_view text, ThinkingMode mode) {

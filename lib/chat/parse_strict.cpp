@@ -8,6 +8,7 @@
 #include "chat_internal.hpp"
 #include "dsv4/chat_format.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/utf8.hpp"
 
 namespace dsv4::chat {
 
@@ -165,6 +166,8 @@ ParsedMessage parse_lenient(std::string_view text, ThinkingMode mode);  // lenie
 }
 
 ParsedMessage parse_message_from_completion_text(std::string_view text, ThinkingMode thinking_mode, ParseMode mode) {
+  if (const size_t bad = first_invalid_utf8(text); bad != std::string_view::npos)
+    fail(Status::invalid_argument, "completion text: invalid UTF-8 at byte offset {}", bad);
   return mode == ParseMode::strict ? parse_strict(text, thinking_mode) : detail::parse_lenient(text, thinking_mode);
 }
 

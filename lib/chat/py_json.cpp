@@ -451,6 +451,22 @@ std::optional<LoadedArguments> py_json_loads_arguments(std::string_view text) {
 
 }  // namespace detail
 
+Json parse_json_limited(std::string_view text, const char* what) {
+  // The callback sees each container open at the depth of its parent (0 for the top level); it
+  // throws before the parser descends further, so no deep structure is ever built.
+  const Json::parser_callback_t limit = [what](int depth, Json::parse_event_t event, Json&) {
+    if ((event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) &&
+        depth >= kMaxJsonDepth)
+      fail(Status::invalid_argument, "{}: JSON nested deeper than {} levels", what, kMaxJsonDepth);
+    return true;
+  };
+  try {
+    return Json::parse(text.begin(), text.end(), limit);
+  } catch (const nlohmann::json::exception& e) {
+    fail(Status::invalid_argument, "{} is not valid JSON: {}", what, e.what());
+  }
+}
+
 std::string py_json_dumps(const Json& value) {
   std::string out;
   detail::dump_json(value, out);
