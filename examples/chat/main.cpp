@@ -496,7 +496,15 @@ int run(const Options& o) {
     while (auto line = read_line(pending, intr)) all += *line + "\n";
     const size_t first = all.find_first_not_of(" \t\r\n");
     if (first != std::string::npos && (all[first] == '[' || all[first] == '{')) {
-      Json j = Json::parse(all, nullptr, false);
+      // Depth-limited like the library's own JSON entry points: values nested deeper than 512 are
+      // discarded while parsing (never built, so no deep recursion) and the input is refused.
+      bool too_deep = false;
+      Json j = Json::parse(
+          all, [&](int depth, Json::parse_event_t, Json&) { return !(too_deep |= depth > 512); }, false);
+      if (too_deep) {
+        std::fprintf(stderr, "dsv4-chat: piped JSON is nested deeper than 512 levels\n");
+        return 1;
+      }
       if (!j.is_discarded()) {
         if (j.is_object()) j = j.contains("messages") ? j["messages"] : Json::array();
         if (!j.is_array()) {

@@ -42,12 +42,7 @@ int cmd_chat_template(const Args& args) {
     if (!f) fail(Status::io, "cannot open request file {}", path);
     text = read_all(f);
   }
-  chat::Json request;
-  try {
-    request = chat::Json::parse(text);
-  } catch (const std::exception& e) {
-    fail(Status::invalid_argument, "{}: not valid JSON ({})", path, e.what());
-  }
+  const chat::Json request = chat::parse_json_limited(text, path.c_str());
   write_exact(chat::encode_request(request));
   return 0;
 }

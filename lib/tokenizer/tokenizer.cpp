@@ -15,7 +15,7 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) const {
-  if (const size_t bad = tok::find_invalid_utf8(text); bad != tok::kValidUtf8)
+  if (const size_t bad = first_invalid_utf8(text); bad != std::string_view::npos)
     fail(Status::invalid_argument, "input text is not valid UTF-8: ill-formed sequence at byte offset {}", bad);
   if (text.size() >= (size_t{1} << 32) - 1)
     fail(Status::invalid_argument, "input text of {} bytes is too long to tokenize at once", text.size());

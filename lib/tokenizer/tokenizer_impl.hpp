@@ -25,9 +25,6 @@ struct pcre2_real_match_context_8;
 namespace dsv4::tok {
 
 // ---- utf8.cpp --------------------------------------------------------------------------------
-constexpr size_t kValidUtf8 = static_cast<size_t>(-1);
-// Offset where the first ill-formed sequence starts, or kValidUtf8.
-size_t find_invalid_utf8(std::string_view s);
 // Appends `bytes` decoded the way Rust's String::from_utf8_lossy does (each maximal ill-formed
 // subpart becomes one U+FFFD). When `final` is false an incomplete sequence at the very end, which
 // later bytes could still complete, is left unconsumed. Returns the number of bytes consumed.

@@ -69,30 +69,6 @@ constexpr std::array<int16_t, 324> kCharToByte = make_char_to_byte();
 
 }  // namespace
 
-size_t find_invalid_utf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    // ASCII fast path, 8 bytes at a time.
-    while (i + 8 <= n) {
-      uint64_t w;
-      __builtin_memcpy(&w, s.data() + i, 8);
-      if (w & 0x8080808080808080ull) break;
-      i += 8;
-    }
-    if (i >= n) break;
-    if (static_cast<uint8_t>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    bool complete;
-    const size_t k = scan_sequence(s, i, complete);
-    if (!complete) return i;  // where the ill-formed sequence starts
-    i += k;
-  }
-  return kValidUtf8;
-}
-
 size_t append_utf8_lossy(std::string& out, std::string_view bytes, bool final) {
   size_t i = 0, run = 0;  // [run, i) is well-formed and not yet copied
   const size_t n = bytes.size();
