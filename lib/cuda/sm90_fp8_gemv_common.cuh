@@ -185,6 +185,24 @@ __device__ __forceinline__ uint32_t cvt_e4m3x2(float lo, float hi) {
   asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
   return r;
 }
+// Activation quantisation of one 1×128 block held as 16 values by each of 8 consecutive lanes
+// (spec §5.1). block_amax8: the block's |max| on every lane of the group (all lanes must call it).
+// quantize16_e4m3: the block's e8m0 scale code; `packed` = the lane's 16 values / scale as e4m3.
+__device__ __forceinline__ float block_amax8(float amax) {
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+  amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
+  return fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
+}
+__device__ __forceinline__ uint32_t quantize16_e4m3(const float (&v)[16], float block_amax, uint4& packed) {
+  const uint32_t e = fp8_act_scale_e8m0(block_amax);
+  const float inv = __uint_as_float((254u - e) << 23);  // 2^(127-e), exact
+  uint32_t o[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    o[j] = cvt_e4m3x2(v[4 * j] * inv, v[4 * j + 1] * inv) | (cvt_e4m3x2(v[4 * j + 2] * inv, v[4 * j + 3] * inv) << 16);
+  packed = make_uint4(o[0], o[1], o[2], o[3]);
+  return e;
+}
 // e4m3 placement of 4 FP4 codes: low nibbles (lo) or high nibbles (hi) of each byte. Sign to bit 7,
 // exponent+mantissa to bits 4..2: the e4m3 byte equals the e2m1 value x 2^-6 (0.5 -> subnormal).
 __device__ __forceinline__ uint32_t fp4_lo_to_e4m3(uint32_t w) {
@@ -427,19 +445,9 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
 #pragma unroll
           for (int i = 0; i < 16; ++i) v[i] = 0.f;
         }
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
+        amax = block_amax8(amax);
         if (act) {
-          const uint32_t e = fp8_act_scale_e8m0(amax);
-          const float inv = __uint_as_float((254u - e) << 23);  // 2^(127-e), exact
-          uint32_t o[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            o[j] = cvt_e4m3x2(v[4 * j] * inv, v[4 * j + 1] * inv) |
-                   (cvt_e4m3x2(v[4 * j + 2] * inv, v[4 * j + 3] * inv) << 16);
-          *reinterpret_cast<uint4*>(xs + r * L.xs_stride + w * 128 + sub * 16) =
-              make_uint4(o[0], o[1], o[2], o[3]);
+          const uint32_t e = quantize16_e4m3(v, amax, *reinterpret_cast<uint4*>(xs + r * L.xs_stride + w * 128 + sub * 16));
           if (sub == 0) sxs[r * p.nwin_max + w] = e8m0_to_f32(static_cast<uint8_t>(e)) * kSxMul;
         }
       }

@@ -131,18 +131,9 @@ __global__ void __launch_bounds__(kDThreads, 1) fp8_direct_kernel(const __grid_c
             amax = fmaxf(amax, fabsf(v[half * 8 + i]));
           }
         }
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 2));
-        amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 4));
+        amax = gemv_detail::block_amax8(amax);
         if (act) {
-          const uint32_t e = fp8_act_scale_e8m0(amax);
-          const float inv = __uint_as_float((254u - e) << 23);  // 2^(127-e), exact
-          uint32_t o[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            o[j] = cvt_e4m3x2(v[4 * j] * inv, v[4 * j + 1] * inv) |
-                   (cvt_e4m3x2(v[4 * j + 2] * inv, v[4 * j + 3] * inv) << 16);
-          *reinterpret_cast<uint4*>(xs + r * L.xs_stride + kk) = make_uint4(o[0], o[1], o[2], o[3]);
+          const uint32_t e = gemv_detail::quantize16_e4m3(v, amax, *reinterpret_cast<uint4*>(xs + r * L.xs_stride + kk));
           if (sub == 0) sxs[r * KT + b] = e8m0_to_f32(static_cast<uint8_t>(e));
         }
       }
