@@ -18,23 +18,14 @@ namespace {
 class BackendSession final : public Session {
  public:
   BackendSession(Backend& be, int64_t max_context)
-      : be_(&be), max_ctx_(max_context), vocab_(be.config().vocab_size), h_(be.create_sequence(max_context)) {}
+      : be_(&be), max_ctx_(max_context), h_(be.create_sequence(max_context)) {}
   BackendSession(Backend& be, const BackendSession& other)
-      : be_(&be), max_ctx_(other.max_ctx_), vocab_(other.vocab_), h_(be.fork_sequence(other.h_)),
+      : be_(&be), max_ctx_(other.max_ctx_), h_(be.fork_sequence(other.h_)),
         tokens_(other.tokens_), logits_(other.logits_), rows_(other.rows_) {}
   ~BackendSession() override { be_->release_sequence(h_); }
 
   void append(std::span<const int32_t> tokens, LogitsMode mode) override {
-    if (tokens.empty()) fail(Status::invalid_argument, "append: no tokens");
-    const int64_t pos = position();
-    for (size_t i = 0; i < tokens.size(); ++i)
-      if (tokens[i] < 0 || tokens[i] >= vocab_)
-        fail(Status::invalid_argument, "token id {} at position {} is outside the vocabulary [0, {})", tokens[i],
-             pos + static_cast<int64_t>(i), vocab_);
-    if (pos + static_cast<int64_t>(tokens.size()) > max_ctx_)
-      fail(Status::context_overflow, "{} tokens at position {} would exceed the context of {} tokens", tokens.size(),
-           pos, max_ctx_);
-    ForwardChunk c;
+    ForwardChunk c;  // the backend checks ids and context before anything changes (check_chunk)
     c.seq = h_;
     c.tokens = tokens;
     c.logits = mode;
@@ -60,7 +51,6 @@ class BackendSession final : public Session {
  private:
   Backend* be_;
   int64_t max_ctx_;
-  int32_t vocab_;
   SeqHandle h_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;
@@ -86,6 +76,17 @@ class BackendModel final : public Model {
 };
 
 }  // namespace
+
+void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_context, int64_t vocab) {
+  if (tokens.empty()) fail(Status::invalid_argument, "forward: no tokens");
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      fail(Status::invalid_argument, "token id {} at position {} is outside the vocabulary [0, {})", tokens[i],
+           position + static_cast<int64_t>(i), vocab);
+  if (position + static_cast<int64_t>(tokens.size()) > max_context)
+    fail(Status::context_overflow, "{} tokens at position {} would exceed the context of {} tokens", tokens.size(),
+         position, max_context);
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& dir, const ModelConfig& cfg,
                                       const BackendOptions& opt, const Logger& log) {

@@ -21,8 +21,8 @@ namespace dsv4 {
 using SeqHandle = uint64_t;
 
 // One sequence's step: `tokens` go to positions sequence_position(seq) … +n−1 (any n ≥ 1, any
-// start: chunked prefill, spec §4.4). Preconditions (checked by Session, not by the backend):
-// token ids in [0, vocab), position + n ≤ the sequence's max context.
+// start: chunked prefill, spec §4.4). Every backend checks the whole batch with check_chunk before
+// running any of it: token ids in [0, vocab), position + n ≤ the sequence's max context.
 struct ForwardChunk {
   SeqHandle seq = 0;
   std::span<const int32_t> tokens;
@@ -75,6 +75,11 @@ class Backend {
   virtual void forward_mtp(SeqHandle seq, std::span<const float> final_streams,
                            std::span<const int32_t> next_tokens, std::vector<float>& logits_out) = 0;
 };
+
+// The input check every Backend::forward applies to each chunk before any sequence changes: throws
+// Error(invalid_argument) for an empty chunk or an id outside [0, vocab) (naming id and position),
+// Error(context_overflow) when position + n exceeds max_context.
+void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_context, int64_t vocab);
 
 // Opens the checkpoint in `dir` (config `cfg` already parsed and overridden) on backend `name`
 // ("cpu"; "cuda" when built in). Error(unsupported) for an unknown or unavailable backend.

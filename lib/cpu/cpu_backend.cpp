@@ -87,16 +87,9 @@ void CpuBackend::forward(std::span<const ForwardChunk> batch) {
   for (size_t i = 0; i < batch.size(); ++i) {
     const ForwardChunk& c = batch[i];
     const SequenceState& st = seq(c.seq);  // throws for an unknown handle
-    if (c.tokens.empty()) fail(Status::invalid_argument, "forward: empty chunk for sequence {}", c.seq);
     for (size_t j = 0; j < i; ++j)
       if (batch[j].seq == c.seq) fail(Status::invalid_argument, "forward: sequence {} appears twice in one batch", c.seq);
-    for (size_t t = 0; t < c.tokens.size(); ++t)
-      if (c.tokens[t] < 0 || c.tokens[t] >= cfg_.vocab_size)
-        fail(Status::invalid_argument, "forward: token id {} at position {} is outside the vocabulary [0, {})", c.tokens[t],
-             st.position + static_cast<int64_t>(t), cfg_.vocab_size);
-    if (st.position + static_cast<int64_t>(c.tokens.size()) > st.max_context)
-      fail(Status::context_overflow, "forward: {} tokens at position {} exceed the sequence's context of {}", c.tokens.size(),
-           st.position, st.max_context);
+    check_chunk(c.tokens, st.position, st.max_context, cfg_.vocab_size);
   }
   for (const ForwardChunk& c : batch) forward_chunk(seq(c.seq), c);
 }
