@@ -92,31 +92,51 @@ double time_graph(const std::function<void(int, cudaStream_t)>& enqueue, int rep
   return ms[3] * 1000.0 / reps;
 }
 
-// cuBLASLt y^T[N, M] = W[N,K] x^T with f32 compute and bf16 output: FP8 e4m3 operands with
-// per-tensor f32 scales when cuBLASLt accepts the shape, else BF16 operands (twice the bytes).
+// cuBLASLt baselines of y = x W^T (f32 compute, bf16 output), tried in this order:
+//  kBlockFp8: FP8 e4m3 with DeepSeek-style block scales (x: 1x128 VEC128_32F as A, W: 128x128
+//             BLK128x128_32F as B) -- the same numerics as our kernels;
+//  kTensorFp8: FP8 e4m3 with per-tensor f32 scales (W as A);
+//  kBf16: BF16 operands (twice the weight bytes).
+// cuBLASLt refuses some of these at small m on Hopper; callers fall through to the next.
+enum LtMode { kBlockFp8 = 0, kTensorFp8 = 1, kBf16 = 2 };
+const char* lt_mode_name(LtMode md) { return md == kBlockFp8 ? "fp8b" : md == kTensorFp8 ? "fp8t" : "bf16"; }
 struct LtGemm {
   cublasLtHandle_t h = nullptr;
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t la = nullptr, lb = nullptr, ld = nullptr;
   cublasLtMatmulHeuristicResult_t heur{};
   bool ok = false;
+  LtMode mode;
   void* ws;
   size_t ws_bytes;
-  LtGemm(cublasLtHandle_t handle, bool fp8, int64_t n, int64_t k, int m, const float* sa, const float* sb, void* w,
+  // sa, sb: device f32 scale buffers large enough for the mode (all ones: timing only).
+  LtGemm(cublasLtHandle_t handle, LtMode md, int64_t n, int64_t k, int m, const float* sa, const float* sb, void* w,
          size_t wb)
-      : h(handle), ws(w), ws_bytes(wb) {
+      : h(handle), mode(md), ws(w), ws_bytes(wb) {
     cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
     if (cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) return;
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta));
     cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb));
-    if (fp8) {
+    if (md != kBf16) {
       cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof(sa));
       cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof(sb));
     }
-    const cudaDataType_t t = fp8 ? CUDA_R_8F_E4M3 : CUDA_R_16BF;
-    cublasLtMatrixLayoutCreate(&la, t, k, n, k);
-    cublasLtMatrixLayoutCreate(&lb, t, k, m, k);
-    cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, m, n);
+    if (md == kBlockFp8) {
+      const int32_t am = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F, bm = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F;
+      if (cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &am, sizeof(am)) != CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &bm, sizeof(bm)) != CUBLAS_STATUS_SUCCESS)
+        return;
+    }
+    const cudaDataType_t t = md == kBf16 ? CUDA_R_16BF : CUDA_R_8F_E4M3;
+    if (md == kBlockFp8) {  // D[m, n] = op(A)[m, k] op(B)[k, n]: A = x (k x m, transposed), B = W (k x n)
+      cublasLtMatrixLayoutCreate(&la, t, k, m, k);
+      cublasLtMatrixLayoutCreate(&lb, t, k, n, k);
+      cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, m, n, m);
+    } else {  // D[n, m] = op(A)[n, k] op(B)[k, m]: A = W (k x n, transposed), B = x (k x m)
+      cublasLtMatrixLayoutCreate(&la, t, k, n, k);
+      cublasLtMatrixLayoutCreate(&lb, t, k, m, k);
+      cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, n, m, n);
+    }
     cublasLtMatmulPreference_t pref;
     cublasLtMatmulPreferenceCreate(&pref);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof(ws_bytes));
@@ -130,58 +150,76 @@ struct LtGemm {
     if (ld) cublasLtMatrixLayoutDestroy(ld);
     if (op) cublasLtMatmulDescDestroy(op);
   }
-  cublasStatus_t run(const void* a, const void* b, void* d, cudaStream_t st) const {
+  cublasStatus_t run(const void* w, const void* x, void* d, cudaStream_t st) const {
     const float one = 1.f, zero = 0.f;
+    const void* a = mode == kBlockFp8 ? x : w;
+    const void* b = mode == kBlockFp8 ? w : x;
     return cublasLtMatmul(h, op, &one, a, la, b, lb, &zero, d, ld, d, ld, &heur.algo, ws, ws_bytes, st);
   }
   // One uncaptured call: some shapes pass the heuristic and still fail at run time.
-  bool usable(const void* a, const void* b, void* d, cudaStream_t st) {
+  bool usable(const void* w, const void* x, void* d, cudaStream_t st) {
     if (!ok) return false;
-    const cublasStatus_t s = run(a, b, d, st);
+    const cublasStatus_t s = run(w, x, d, st);
     if (s != CUBLAS_STATUS_SUCCESS || cudaStreamSynchronize(st) != cudaSuccess) {
-      std::fprintf(stderr, "cuBLASLt unavailable for this shape/type (status %d)\n", int(s));
+      std::fprintf(stderr, "cuBLASLt %s unavailable for this shape (status %d)\n", lt_mode_name(mode), int(s));
       cudaGetLastError();
       ok = false;
     }
     return ok;
   }
 };
+// What every benchmark needs from cuBLASLt: handle, workspace, and a device buffer of f32 ones for
+// the scale pointers (timing only; kLtOnes covers the 128x128 and 1x128 scales of every shape).
+constexpr size_t kLtOnes = size_t{1} << 16;
+struct LtCtx {
+  cublasLtHandle_t h;
+  void* ws;
+  size_t ws_bytes;
+  const float* ones;
+};
 
 struct Row {
   std::string name, shape;
   int m;
   double mb, us, tbs, lt_us;
-  std::string lt_kind;  // "fp8", "bf16" or "" (none)
-  double us_stream = -1, us_direct = -1;  // FP8: each kernel forced (us = the launch-time choice)
+  std::string lt_kind;  // lt_mode_name() ("*" = ran at m = 16: refused at this m) or "" (none)
+  // FP8 rows: each kernel forced (us = the launch-time choice, PDL on), and the choice without PDL.
+  double us_stream = -1, us_direct = -1, us_direct8 = -1, us_ring = -1, us_nopdl = -1;
+  double us_ring16 = -1;  // MoE rows: the ring pair with 16 warps per CTA (main column: 8)
 };
 std::vector<Row> rows;
 
 void print_row(const Row& r) {
   char lt[64] = "           n/a", sp[32] = "   n/a";
   if (r.lt_us > 0) {
-    std::snprintf(lt, sizeof lt, "%4s %9.2f", r.lt_kind.c_str(), r.lt_us);
+    std::snprintf(lt, sizeof lt, "%5s %9.2f", r.lt_kind.c_str(), r.lt_us);
     std::snprintf(sp, sizeof sp, "%6.2fx", r.lt_us / r.us);
   }
-  char paths[48] = "";
-  if (r.us_stream > 0) std::snprintf(paths, sizeof paths, " %8.2f | %8.2f |", r.us_stream, r.us_direct);
+  char paths[128] = "";
+  if (r.us_direct < 0 && r.us_stream > 0)
+    std::snprintf(paths, sizeof paths, " stream %7.2f | ring16 %7.2f |", r.us_stream, r.us_ring16);
+  if (r.us_direct > 0)
+    std::snprintf(paths, sizeof paths, " %7.2f | %7.2f | %7.2f | %7.2f | %7.2f |", r.us_stream, r.us_direct,
+                  r.us_direct8, r.us_ring, r.us_nopdl);
   std::printf("| %-22s | %-12s | %2d | %7.2f | %8.2f | %5.2f | %5.1f%% | %s | %s |%s\n", r.name.c_str(), r.shape.c_str(),
               r.m, r.mb, r.us, r.tbs, 100.0 * r.tbs / kPeakTBs, lt, sp, paths);
   std::fflush(stdout);
 }
 
-void bench_fp8(cublasLtHandle_t lt, void* ltws, size_t ltws_bytes, const char* name, int64_t n, int64_t k,
-               const std::vector<int>& ms) {
+// The best cuBLASLt baseline available for y[m, n] = x W^T, timed like our kernels (weights rotated
+// over `copies` buffers of `per` bytes for FP8, a BF16 copy otherwise). Returns us, sets kind.
+double time_cublaslt(const LtCtx& lc, int64_t n, int64_t k, int m, const Dev& w8, size_t per, int copies,
+                     int reps, cudaStream_t st, std::string& kind);
+
+void bench_fp8(const LtCtx& lc, const char* name, int64_t n, int64_t k, const std::vector<int>& ms) {
   namespace dc = dsv4::cuda;
   const size_t wb = dc::fp8_tiled_bytes(n, k), sb = size_t(dc::ceil_div(n, 128) * dc::ceil_div(k, 128));
   const size_t per = (wb + sb + 255) / 256 * 256;
   const int copies = static_cast<int>(std::min<size_t>(128, std::max<size_t>(2, (kRotateBytes + per - 1) / per)));
-  Dev w(per * copies), x(16 * k * 2), xq(16 * k), y(16 * n * 2), sc(8);
+  Dev w(per * copies), x(16 * k * 2), y(16 * n * 2);
   fill(w.p, per * copies, 0);
   for (int c = 0; c < copies; ++c) fill(w.as<uint8_t>(per * c + wb), sb, 1);
   fill(x.p, 16 * k * 2, 2);
-  fill(xq.p, 16 * k, 0);
-  const float ones[2] = {1.f, 1.f};
-  CK(cudaMemcpy(sc.p, ones, 8, cudaMemcpyHostToDevice));
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   const int reps = std::max(copies, 24);
@@ -191,50 +229,115 @@ void bench_fp8(cublasLtHandle_t lt, void* ltws, size_t ltws_bytes, const char* n
     CK(cudaMemset(ws.p, 0, wsb));
     CK(dc::sm90_fp8_gemv(w.as<uint8_t>(), w.as<uint8_t>(wb), n, k, x.as<uint16_t>(), m, y.as<uint16_t>(), ws.p, wsb, st));
     CK(cudaStreamSynchronize(st));
-    double path_us[3];
-    for (auto path : {dc::Fp8GemvPath::kAuto, dc::Fp8GemvPath::kStream, dc::Fp8GemvPath::kDirect})
-      path_us[int(path)] = time_graph(
+    auto time_path = [&](dc::Fp8GemvPath path, bool pdl) {
+      return time_graph(
           [&](int i, cudaStream_t s) {
             const int c = i % copies;
             CK(dc::sm90_fp8_gemv_path(path, w.as<uint8_t>(per * c), w.as<uint8_t>(per * c + wb), n, k,
-                                      x.as<uint16_t>(), m, y.as<uint16_t>(), ws.p, wsb, s));
+                                      x.as<uint16_t>(), m, y.as<uint16_t>(), ws.p, wsb, s, pdl));
           },
           reps, st);
-    const double us = path_us[0];
+    };
+    Row r{name, std::to_string(n) + "x" + std::to_string(k), m, 0, 0, 0, -1, ""};
+    r.us = time_path(dc::Fp8GemvPath::kAuto, true);
+    r.us_stream = time_path(dc::Fp8GemvPath::kStream, true);
+    r.us_direct = time_path(dc::Fp8GemvPath::kDirect, true);
+    r.us_direct8 = time_path(dc::Fp8GemvPath::kDirect8, true);
+    r.us_ring = time_path(dc::Fp8GemvPath::kRing, true);
+    r.us_nopdl = time_path(dc::Fp8GemvPath::kAuto, false);
     const double bytes = double(wb + sb) + double(m) * k * 2 + double(m) * n * 2;
-    double lt_us = -1;
-    // cuBLASLt FP8 at n = m (then n = 16); if FP8 is refused, BF16 weights rotated the same way.
-    std::string lt_kind;
-    for (int mm : {m, 16}) {
-      LtGemm g(lt, true, n, k, mm, sc.as<float>(), sc.as<float>(4), ltws, ltws_bytes);
-      if (g.usable(w.p, xq.p, y.p, st)) {
-        lt_us = time_graph([&](int i, cudaStream_t s) { g.run(w.as<uint8_t>(per * (i % copies)), xq.p, y.p, s); }, reps, st);
-        lt_kind = mm == m ? "fp8" : "fp8*";
-        break;
-      }
-    }
-    if (lt_us < 0) {
-      const size_t bb = size_t(n) * k * 2;
-      const int bc = static_cast<int>(std::min<size_t>(64, std::max<size_t>(2, (kRotateBytes + bb - 1) / bb)));
-      Dev wb16(bb * bc), xb(16 * k * 2);
-      fill(wb16.p, bb * bc, 2);
-      fill(xb.p, 16 * k * 2, 2);
-      LtGemm g(lt, false, n, k, m, nullptr, nullptr, ltws, ltws_bytes);
-      if (g.usable(wb16.p, xb.p, y.p, st)) {
-        lt_us = time_graph([&](int i, cudaStream_t s) { g.run(wb16.as<uint8_t>(bb * (i % bc)), xb.p, y.p, s); },
-                           std::max(bc, 24), st);
-        lt_kind = "bf16";
-      }
-    }
-    Row r{name, std::to_string(n) + "x" + std::to_string(k), m, bytes / 1e6, us, bytes / us / 1e6, lt_us, lt_kind,
-          path_us[1], path_us[2]};
+    r.mb = bytes / 1e6;
+    r.tbs = bytes / r.us / 1e6;
+    r.lt_us = time_cublaslt(lc, n, k, m, w, per, copies, reps, st, r.lt_kind);
     print_row(r);
     rows.push_back(r);
   }
   CK(cudaStreamDestroy(st));
 }
 
-void bench_moe(cublasLtHandle_t lt, void* ltws, size_t ltws_bytes, int top_k, const std::vector<int>& ms) {
+double time_cublaslt(const LtCtx& lc, int64_t n, int64_t k, int m, const Dev& w8, size_t per, int copies,
+                     int reps, cudaStream_t st, std::string& kind) {
+  Dev xq(16 * k), xb(16 * k * 2), y(16 * n * 2);
+  fill(xq.p, 16 * k, 0);
+  fill(xb.p, 16 * k * 2, 2);
+  for (LtMode md : {kBlockFp8, kTensorFp8})
+    for (int mm : {m, 16}) {
+      if (mm < m) continue;
+      LtGemm g(lc.h, md, n, k, mm, lc.ones, lc.ones, lc.ws, lc.ws_bytes);
+      if (!g.usable(w8.p, xq.p, y.p, st)) continue;
+      kind = std::string(lt_mode_name(md)) + (mm == m ? "" : "*");
+      return time_graph([&](int i, cudaStream_t s) { g.run(w8.as<uint8_t>(per * (i % copies)), xq.p, y.p, s); },
+                        reps, st);
+    }
+  const size_t bb = size_t(n) * k * 2;
+  const int bc = static_cast<int>(std::min<size_t>(64, std::max<size_t>(2, (kRotateBytes + bb - 1) / bb)));
+  Dev wb16(bb * bc);
+  fill(wb16.p, bb * bc, 2);
+  LtGemm g(lc.h, kBf16, n, k, m, nullptr, nullptr, lc.ws, lc.ws_bytes);
+  if (!g.usable(wb16.p, xb.p, y.p, st)) return -1;
+  kind = "bf16";
+  return time_graph([&](int i, cudaStream_t s) { g.run(wb16.as<uint8_t>(bb * (i % bc)), xb.p, y.p, s); },
+                    std::max(bc, 24), st);
+}
+
+// Ceiling of this harness: a kernel that only streams `bytes` (16-byte non-caching loads, 8 in
+// flight per thread, 2 CTAs of 512 threads per SM), timed the same way, with and without PDL.
+__global__ void __launch_bounds__(512, 2) read_probe(const uint4* __restrict__ p, size_t n16, uint32_t* out) {
+  uint32_t acc = 0;
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
+  for (; i + 7 * stride < n16; i += 8 * stride) {
+    uint4 v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                   : "=r"(v[j].x), "=r"(v[j].y), "=r"(v[j].z), "=r"(v[j].w)
+                   : "l"(p + i + j * stride));
+#pragma unroll
+    for (int j = 0; j < 8; ++j) acc ^= v[j].x ^ v[j].y ^ v[j].z ^ v[j].w;
+  }
+  for (; i < n16; i += stride) acc ^= p[i].x;
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (acc == 0x9e3779b9u) out[0] = acc;  // never true in practice; keeps the loads alive
+}
+
+void bench_probe() {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  Dev out(256);
+  std::printf("read-only probe (ceiling of this harness): MB | us | TB/s | us with PDL | TB/s with PDL\n");
+  for (double mb : {4.2, 8.4, 16.8, 33.6, 50.3}) {
+    const size_t bytes = size_t(mb * 1e6) / 256 * 256;
+    const int copies = static_cast<int>(std::max<size_t>(2, (kRotateBytes + bytes - 1) / bytes));
+    Dev buf(bytes * copies);
+    fill(buf.p, bytes * copies, 3);
+    double us[2];
+    for (int pdl = 0; pdl < 2; ++pdl)
+      us[pdl] = time_graph(
+          [&](int i, cudaStream_t s) {
+            cudaLaunchConfig_t cfg{};
+            cfg.gridDim = dim3(2 * sms);
+            cfg.blockDim = dim3(512);
+            cfg.stream = s;
+            cudaLaunchAttribute at{};
+            at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+            at.val.programmaticStreamSerializationAllowed = 1;
+            cfg.attrs = &at;
+            cfg.numAttrs = pdl;
+            CK(cudaLaunchKernelEx(&cfg, read_probe, buf.as<const uint4>(bytes * (i % copies)), bytes / 16,
+                                  out.as<uint32_t>()));
+          },
+          std::max(copies, 24), st);
+    std::printf("| probe | %6.1f | %7.2f | %5.2f | %7.2f | %5.2f |\n", bytes / 1e6, us[0], bytes / us[0] / 1e6, us[1],
+                bytes / us[1] / 1e6);
+  }
+  CK(cudaStreamDestroy(st));
+}
+
+void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
   namespace dc = dsv4::cuda;
   const int64_t H = 4096, I = 2048;
   const int E = 256;
@@ -296,52 +399,89 @@ void bench_moe(cublasLtHandle_t lt, void* ltws, size_t ltws_bytes, int top_k, co
                                  y.as<uint16_t>(), wa2.p, ws2, s));
         },
         reps, st);
-    const double usall = time_graph(
-        [&](int i, cudaStream_t s) {
-          CK(dc::sm90_fp4_moe_gemv(w13.as<uint8_t>(), w2.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i), twp(i),
-                                   top_k, y.as<uint16_t>(), wa.p, ws_all, s));
-        },
-        reps, st);
+    auto time_all = [&](dc::MoePath path) {
+      return time_graph(
+          [&](int i, cudaStream_t s) {
+            CK(dc::sm90_fp4_moe_gemv_path(path, w13.as<uint8_t>(), w2.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m,
+                                          idp(i), twp(i), top_k, y.as<uint16_t>(), wa.p, ws_all, s));
+          },
+          reps, st);
+    };
+    const double usall_stream = time_all(dc::MoePath::kStream);
+    const double usall = time_all(dc::MoePath::kAuto);
+    // The ring pair where it applies (m <= 8): stage 1 alone, stage 2 alone (ids read early: in
+    // this chain no kernel writes them).
+    double r13 = -1, r2 = -1, r13_16 = -1, r2_16 = -1;
+    if (dc::sm90_fp4_moe_ring_ok(H, I, m, top_k)) {
+      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
+      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
+      for (int warps : {16, 8}) {
+        if (!dc::sm90_fp4_moe_ring_ok(H, I, m, top_k, warps)) continue;
+        (warps == 8 ? r13 : r13_16) = time_graph(
+            [&](int i, cudaStream_t s) {
+              CK(dc::sm90_fp4_moe_w13_ring(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i), twp(i), top_k,
+                                           hb.as<uint16_t>(), s, true, warps));
+            },
+            reps, st);
+        (warps == 8 ? r2 : r2_16) = time_graph(
+            [&](int i, cudaStream_t s) {
+              CK(dc::sm90_fp4_moe_w2_ring(w2.as<uint8_t>(), E, H, I, hb.as<uint16_t>(), m, idp(i), top_k,
+                                          y.as<uint16_t>(), s, true, true, warps));
+            },
+            reps, st);
+      }
+    }
     const double by13 = distinct * b13 + m * H * 2.0, by2 = distinct * b2 + m * top_k * hqs * 1.0 + m * H * 2.0;
     // cuBLASLt baseline at m = 1: top_k FP8 GEMVs of w1|w3 [4096, 4096] and of w2 [4096, 2048]
     // (FP8 weights: twice the FP4 bytes; Hopper has no FP4 GEMM), rotated over 12 expert copies.
     double lt13 = -1, lt2 = -1;
     std::string ltk;
     if (m == 1) {
-      Dev xq(H * 2), hq8(I * 2), sc(8), yo(2 * I * 2);
-      fill(xq.p, H * 2, 2);
-      fill(hq8.p, I * 2, 2);
-      const float ones[2] = {1.f, 1.f};
-      CK(cudaMemcpy(sc.p, ones, 8, cudaMemcpyHostToDevice));
-      for (bool fp8 : {true, false}) {
-        const int eb = fp8 ? 1 : 2, slots = fp8 ? 12 : 8;
-        const size_t f13 = size_t(2 * I) * H * eb, f2 = size_t(H) * I * eb;
-        Dev l13(f13 * slots), l2(f2 * slots);
-        fill(l13.p, f13 * slots, fp8 ? 0 : 2);
-        fill(l2.p, f2 * slots, fp8 ? 0 : 2);
-        LtGemm g13(lt, fp8, 2 * I, H, 1, sc.as<float>(), sc.as<float>(4), ltws, ltws_bytes);
-        LtGemm g2(lt, fp8, H, I, 1, sc.as<float>(), sc.as<float>(4), ltws, ltws_bytes);
-        if (!g13.usable(l13.p, xq.p, yo.p, st) || !g2.usable(l2.p, hq8.p, yo.p, st)) continue;
-        lt13 = time_graph(
-            [&](int i, cudaStream_t s) {
-              for (int j = 0; j < top_k; ++j) g13.run(l13.as<uint8_t>(f13 * ((i * top_k + j) % slots)), xq.p, yo.p, s);
-            },
-            reps, st);
-        lt2 = time_graph(
-            [&](int i, cudaStream_t s) {
-              for (int j = 0; j < top_k; ++j) g2.run(l2.as<uint8_t>(f2 * ((i * top_k + j) % slots)), hq8.p, yo.p, s);
-            },
-            reps, st);
-        ltk = fp8 ? "fp8" : "bf16";
-        break;
+      // cuBLASLt at m = 1: top_k GEMVs of w1|w3 [2I, H] and of w2 [H, I] per launch, FP8 (twice the
+      // FP4 bytes; Hopper has no FP4 GEMM) or BF16, weights rotated over `slots` expert copies.
+      Dev xq(16 * H * 2), hq8(16 * I * 2), yo(16 * 2 * I * 2);
+      fill(xq.p, 16 * H * 2, 2);
+      fill(hq8.p, 16 * I * 2, 2);
+      bool done = false;
+      for (LtMode md : {kBlockFp8, kTensorFp8, kBf16}) {
+        for (int mm : {1, 16}) {
+          const int eb = md == kBf16 ? 2 : 1, slots = md == kBf16 ? 8 : 12;
+          const size_t f13 = size_t(2 * I) * H * eb, f2 = size_t(H) * I * eb;
+          LtGemm g13(lc.h, md, 2 * I, H, mm, lc.ones, lc.ones, lc.ws, lc.ws_bytes);
+          LtGemm g2(lc.h, md, H, I, mm, lc.ones, lc.ones, lc.ws, lc.ws_bytes);
+          Dev l13(f13 * slots), l2(f2 * slots);
+          fill(l13.p, f13 * slots, md == kBf16 ? 2 : 0);
+          fill(l2.p, f2 * slots, md == kBf16 ? 2 : 0);
+          if (!g13.usable(l13.p, xq.p, yo.p, st) || !g2.usable(l2.p, hq8.p, yo.p, st)) continue;
+          lt13 = time_graph(
+              [&](int i, cudaStream_t s) {
+                for (int j = 0; j < top_k; ++j) g13.run(l13.as<uint8_t>(f13 * ((i * top_k + j) % slots)), xq.p, yo.p, s);
+              },
+              reps, st);
+          lt2 = time_graph(
+              [&](int i, cudaStream_t s) {
+                for (int j = 0; j < top_k; ++j) g2.run(l2.as<uint8_t>(f2 * ((i * top_k + j) % slots)), hq8.p, yo.p, s);
+              },
+              reps, st);
+          ltk = std::string(lt_mode_name(md)) + (mm == 1 ? "" : "*");
+          done = true;
+          break;
+        }
+        if (done) break;
       }
     }
     const std::string tag = "routed x" + std::to_string(top_k);
-    Row r13{tag + " w1|w3", "4096x4096", m, by13 / 1e6, us13, by13 / us13 / 1e6, lt13, ltk};
-    Row r2{tag + " w2", "4096x2048", m, by2 / 1e6, us2, by2 / us2 / 1e6, lt2, ltk};
+    const double u13 = r13 > 0 ? r13 : us13, u2 = r2 > 0 ? r2 : us2;
+    Row r13r{tag + " w1|w3", "4096x4096", m, by13 / 1e6, u13, by13 / u13 / 1e6, lt13, ltk};
+    Row r2r{tag + " w2", "4096x2048", m, by2 / 1e6, u2, by2 / u2 / 1e6, lt2, ltk};
     Row ra{tag + " both", "(2 launches)", m, (by13 + by2) / 1e6, usall, (by13 + by2) / usall / 1e6,
            (lt13 > 0 && lt2 > 0) ? lt13 + lt2 : -1, ltk};
-    for (const Row* p : {&r13, &r2, &ra}) {
+    r13r.us_stream = us13;
+    r2r.us_stream = us2;
+    r13r.us_ring16 = r13_16;
+    r2r.us_ring16 = r2_16;
+    ra.us_stream = usall_stream;
+    for (const Row* p : {&r13r, &r2r, &ra}) {
       print_row(*p);
       rows.push_back(*p);
     }
@@ -362,9 +502,10 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs, L2 %d MB; effective TB/s = bytes that must be read / time; peak %.1f TB/s\n",
               prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20, kPeakTBs);
   if (argc > 1 && std::string(argv[1]) == "--probe") {
-    // A few plain launches (no graph, no cuBLASLt) for a profiler: wq_b, wkv at m = 1.
+    // A few plain launches (no graph, no cuBLASLt) for a profiler: wq_b and wo_b at m = 1 through
+    // each FP8 kernel, then the MoE stages (top-4, m = 1).
     namespace dc = dsv4::cuda;
-    for (auto [n, k] : {std::pair<int64_t, int64_t>{32768, 1024}, {512, 4096}}) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{32768, 1024}, {4096, 8192}}) {
       const size_t wb = dc::fp8_tiled_bytes(n, k), sb = size_t(dc::ceil_div(n, 128) * dc::ceil_div(k, 128));
       Dev w(wb + sb), x(k * 2), y(n * 2);
       fill(w.p, wb, 0);
@@ -373,8 +514,37 @@ int main(int argc, char** argv) {
       const size_t wsb = dc::sm90_fp8_gemv_workspace_bytes(n, k, 1);
       Dev ws(wsb);
       CK(cudaMemset(ws.p, 0, wsb));
-      for (int i = 0; i < 3; ++i)
-        CK(dc::sm90_fp8_gemv(w.as<uint8_t>(), w.as<uint8_t>(wb), n, k, x.as<uint16_t>(), 1, y.as<uint16_t>(), ws.p, wsb, nullptr));
+      for (auto path : {dc::Fp8GemvPath::kDirect, dc::Fp8GemvPath::kRing, dc::Fp8GemvPath::kStream})
+        for (int i = 0; i < 2; ++i)
+          CK(dc::sm90_fp8_gemv_path(path, w.as<uint8_t>(), w.as<uint8_t>(wb), n, k, x.as<uint16_t>(), 1,
+                                    y.as<uint16_t>(), ws.p, wsb, nullptr));
+      CK(cudaDeviceSynchronize());
+    }
+    {
+      const int64_t H = 4096, I = 2048;
+      const int E = 256, K = 4;
+      const size_t b13 = dc::fp4_w13_expert_bytes(I, H), b2 = dc::fp4_w2_expert_bytes(H, I);
+      Dev w13(b13 * E), w2(b2 * E), x(H * 2), y(H * 2), ids(64), tw(64);
+      fill(w13.p, b13 * E, 3);
+      fill(w2.p, b2 * E, 3);
+      fill(x.p, H * 2, 2);
+      const int32_t hid[4] = {3, 77, 141, 250};
+      const float htw[4] = {0.25f, 0.25f, 0.25f, 0.25f};
+      CK(cudaMemcpy(ids.p, hid, 16, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(tw.p, htw, 16, cudaMemcpyHostToDevice));
+      const size_t wsb = dc::sm90_fp4_moe_workspace_bytes(H, I, 1, K);
+      Dev ws(wsb);
+      CK(cudaMemset(ws.p, 0, wsb));
+      Dev hb(K * dc::sm90_fp4_moe_h_stride(I) * 2);
+      for (int warps : {8, 16}) {
+        CK(dc::sm90_fp4_moe_w13_ring(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), 1, ids.as<int32_t>(),
+                                     tw.as<float>(), K, hb.as<uint16_t>(), nullptr, true, warps));
+        CK(dc::sm90_fp4_moe_w2_ring(w2.as<uint8_t>(), E, H, I, hb.as<uint16_t>(), 1, ids.as<int32_t>(), K,
+                                    y.as<uint16_t>(), nullptr, true, false, warps));
+      }
+      CK(dc::sm90_fp4_moe_gemv_path(dc::MoePath::kStream, w13.as<uint8_t>(), w2.as<uint8_t>(), E, H, I,
+                                    x.as<uint16_t>(), 1, ids.as<int32_t>(), tw.as<float>(), K, y.as<uint16_t>(),
+                                    ws.p, wsb, nullptr));
       CK(cudaDeviceSynchronize());
     }
     return 0;
@@ -382,21 +552,28 @@ int main(int argc, char** argv) {
   cublasLtHandle_t lt;
   if (cublasLtCreate(&lt) != CUBLAS_STATUS_SUCCESS) return 1;
   const size_t ltws_bytes = size_t{32} << 20;
-  Dev ltws(ltws_bytes);
+  Dev ltws(ltws_bytes), ones(kLtOnes * 4);
+  {
+    std::vector<float> h(kLtOnes, 1.f);
+    CK(cudaMemcpy(ones.p, h.data(), kLtOnes * 4, cudaMemcpyHostToDevice));
+  }
+  const LtCtx lc{lt, ltws.p, ltws_bytes, ones.as<float>()};
+  bench_probe();
   std::printf("| %-22s | %-12s | %2s | %7s | %8s | %5s | %6s | %14s | %7s |\n", "matrix (group)", "N x K", "M", "MB",
               "us", "TB/s", "%peak", "cuBLASLt us", "speedup");
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|  (FP8 rows add: stream us | direct us)\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|  (FP8 rows add, us: stream | direct16 | direct8 | "
+              "ring | auto without PDL)\n");
   // DSV4_BENCH_FP8=1: every FP8 shape at M = 1, 4, 16, no MoE rows.
   const bool fp8_only = std::getenv("DSV4_BENCH_FP8") != nullptr;
   const std::vector<int> ms = std::getenv("DSV4_BENCH_QUICK") ? std::vector<int>{1}
                               : fp8_only                      ? std::vector<int>{1, 4, 16}
                                                               : std::vector<int>{1, 2, 4, 8, 16};
   if (std::getenv("DSV4_BENCH_QUICK")) {
-    bench_fp8(lt, ltws.p, ltws_bytes, "wq_b", 32768, 1024, ms);
-    bench_fp8(lt, ltws.p, ltws_bytes, "wkv", 512, 4096, ms);
-    bench_fp8(lt, ltws.p, ltws_bytes, "wo_b", 4096, 8192, ms);
-    bench_moe(lt, ltws.p, ltws_bytes, 4, ms);
-    bench_moe(lt, ltws.p, ltws_bytes, 6, ms);
+    bench_fp8(lc, "wq_b", 32768, 1024, ms);
+    bench_fp8(lc, "wkv", 512, 4096, ms);
+    bench_fp8(lc, "wo_b", 4096, 8192, ms);
+    bench_moe(lc, 4, ms);
+    bench_moe(lc, 6, ms);
     return 0;
   }
   struct S { const char* name; int64_t n, k; };
@@ -404,10 +581,10 @@ int main(int argc, char** argv) {
                       {"wq_b", 32768, 1024},         {"indexer wq_b", 8192, 1024}, {"wq_b|idx wq_b (group)", 40960, 1024},
                       {"wo_b", 4096, 8192},          {"shared w1", 2048, 4096},   {"shared w1|w3 (group)", 4096, 4096},
                       {"shared w2", 4096, 2048}};
-  for (const S& s : shapes) bench_fp8(lt, ltws.p, ltws_bytes, s.name, s.n, s.k, ms);
+  for (const S& s : shapes) bench_fp8(lc, s.name, s.n, s.k, ms);
   if (!fp8_only) {
-    bench_moe(lt, ltws.p, ltws_bytes, 4, ms);
-    bench_moe(lt, ltws.p, ltws_bytes, 6, {1, 4, 16});
+    bench_moe(lc, 4, ms);
+    bench_moe(lc, 6, {1, 4, 16});
   }
   cublasLtDestroy(lt);
   if (argc > 1) {
@@ -418,9 +595,10 @@ int main(int argc, char** argv) {
         const Row& r = rows[i];
         std::fprintf(f, "  {\"name\": \"%s\", \"shape\": \"%s\", \"m\": %d, \"mb\": %.4f, \"us\": %.3f, \"tbs\": %.4f, "
                         "\"pct_peak\": %.2f, \"cublaslt_us\": %.3f, \"cublaslt_type\": \"%s\", \"stream_us\": %.3f, "
-                        "\"direct_us\": %.3f}%s\n",
+                        "\"direct_us\": %.3f, \"direct8_us\": %.3f, \"ring_us\": %.3f, \"auto_nopdl_us\": %.3f, \"moe_ring16_us\": %.3f}%s\n",
                      r.name.c_str(), r.shape.c_str(), r.m, r.mb, r.us, r.tbs, 100 * r.tbs / kPeakTBs, r.lt_us,
-                     r.lt_kind.c_str(), r.us_stream, r.us_direct, i + 1 < rows.size() ? "," : "");
+                     r.lt_kind.c_str(), r.us_stream, r.us_direct, r.us_direct8, r.us_ring, r.us_nopdl, r.us_ring16,
+                     i + 1 < rows.size() ? "," : "");
       }
       std::fprintf(f, "]}\n");
       std::fclose(f);

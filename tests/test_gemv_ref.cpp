@@ -1,6 +1,7 @@
 // CPU tests of the GEMV reference (dsv4/cpu/gemv_ref.hpp) and of the load-time tile layouts
 // (dsv4/cuda/gemv_layout.hpp): hand-computed cases for the §5.1/§5.4/§5.5 arithmetic, the exact
 // FP4 -> e4m3 bit placement the kernels use, and relayout round trips at odd shapes.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -127,15 +128,19 @@ TEST_CASE("FP4 expert relayout round trip (w1|w3 and w2) at odd shapes", "[gemv_
     CHECK(b2 == w1);
     CHECK(c2 == s1);
   }
-  // Documented placement (w2, Ks = 8): row 8 (rg 0, lane/4 = 0, hi8 = 1), k = 32*3 + 16 + 4*1 + 2:
-  // ks = 3 -> q = 2*1 + 1 = 3, lane = 1, i = 2, high nibble, at byte ((0*4 + 1)*32 + 1)*16 + 14.
-  std::vector<uint8_t> w(128 * 128, 0), s(128 * 8, 127), t(cuda::fp4_w2_expert_bytes(128, 256));
-  const int64_t kk = 32 * 3 + 16 + 4 + 2;
-  w[8 * 128 + kk / 2] = static_cast<uint8_t>(0xb << (4 * (kk & 1)));
-  s[8 * 8 + 3] = 130;
-  cuda::fp4_relayout_w2(w.data(), s.data(), 128, 256, t.data());
-  CHECK(t[((0 * 4 + 1) * 32 + 1) * 16 + 14] == 0xb0);
-  CHECK(t[cuda::kFp4CodeBytes + 8 * 8 + 3] == 130);
+  // Documented placement (w2, Ks = 8, inter = 512: KT = 2): row 24 (rg 1, lane/4 = 0, hi8 = 1),
+  // k = 256 + 32*3 + 16 + 4*1 + 2 (kt = 1, ks = 3 -> q = 2*1 + 1 = 3, lane = 1, i = 2, high nibble):
+  // piece (0*8 + 1)*2 + 1 = 3, byte ((0*4 + 1)*32 + 1)*16 + 14 in it; its scale (row 24, kblock32
+  // 8 + 3) at byte 2048 + (0*16 + 8)*8 + 3 of the same piece.
+  std::vector<uint8_t> w(128 * 256, 0), s(128 * 16, 127), t(cuda::fp4_w2_expert_bytes(128, 512));
+  const int64_t kk = 256 + 32 * 3 + 16 + 4 + 2;
+  w[24 * 256 + kk / 2] = static_cast<uint8_t>(0xb << (4 * (kk & 1)));
+  s[24 * 16 + 8 + 3] = 130;
+  cuda::fp4_relayout_w2(w.data(), s.data(), 128, 512, t.data());
+  const size_t piece = size_t(3) * cuda::kFp4PieceBytes;
+  CHECK(t[piece + ((0 * 4 + 1) * 32 + 1) * 16 + 14] == 0xb0);
+  CHECK(t[piece + cuda::kFp4PieceCodeBytes + 8 * 8 + 3] == 130);
+  CHECK(std::count(t.begin(), t.end(), uint8_t{0xb0}) == 1);
 }
 
 TEST_CASE("fp4_moe_ref: unused slots contribute nothing, repeats add up", "[gemv_ref]") {

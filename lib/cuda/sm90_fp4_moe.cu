@@ -2,9 +2,11 @@
 // every selected expert's w1|w3 in one launch with the clamped SwiGLU, the routing weight and the
 // §5.1 re-quantisation of h in its epilogue; stage 2 runs every selected w2 and sums the experts.
 // Expert ids and weights are read on the device (no host sync); see gemv_kernel for the engine.
+#include <algorithm>
 #include <cstdint>
 
 #include "dsv4/cuda/gemv.hpp"
+#include "sm90_fp4_moe_ring.cuh"
 #include "sm90_fp8_gemv_common.cuh"
 
 namespace dsv4::cuda {
@@ -31,6 +33,76 @@ bool shape_ok(int num_experts, int64_t hidden, int64_t inter, int m, int top_k) 
          inter >= 2 && inter % 2 == 0 && inter <= (int64_t{1} << 20) && m >= 1 &&
          m <= kGemvMaxTokens;
 }
+// Ring pair plans (sm90_fp4_moe_ring.cuh). w13: grid = min(SMs, flat units at S = 8); the split
+// is chosen on the device once the number of expert chunks is known. w2: G2 row groups per CTA
+// unit minimising rounds x pieces per warp for the worst case (every slot its own expert; ties:
+// larger G2), jmax partial slots per warp. Depth: the deepest ring (8..3 slots) that keeps two CTAs
+// per SM (PDL overlap), else one.
+struct RingMoePlan {
+  moe_ring_detail::MRParams p;
+  size_t smem;
+  int warps;
+  bool ok, two_per_sm;
+};
+bool ring_shape_ok(int64_t hidden, int64_t inter, int m) {
+  return m <= moe_ring_detail::kMaxM && inter % 8 == 0 && hidden % 8 == 0;
+}
+RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d,
+                          int warps = 0) {
+  using namespace moe_ring_detail;
+  RingMoePlan rp{};
+  rp.warps = warps == 16 ? 16 : 8;  // 8 measured faster (docs/kernels.md)
+  if (!ring_shape_ok(hidden, inter, m)) return rp;
+  const int P = m * top_k;
+  auto& p = rp.p;
+  p.m = m;
+  p.top_k = top_k;
+  p.n = static_cast<int>(w2 ? hidden : inter);
+  p.k = static_cast<int>(w2 ? inter : hidden);
+  p.nt = static_cast<int>(ceil_div(p.n, 128));
+  p.kt = static_cast<int>(w2 ? fp4_w2_k_tiles(inter) : fp4_w13_k_tiles(hidden));
+  p.g2 = 1;
+  p.jmax = 1;
+  if (!w2) {
+    p.grid = static_cast<int>(std::min<int64_t>(d.sms, int64_t{P} * p.nt * 8));
+  } else {
+    const int nrg = p.nt * 8;
+    int64_t best = -1;
+    for (int g2 = 8; g2 >= 1; g2 /= 2) {
+      const int64_t cu = nrg / g2, grid = std::min<int64_t>(cu, d.sms);
+      const int64_t cost = ceil_div(cu, grid) * ceil_div(int64_t{g2} * P * p.kt, rp.warps);
+      if (best < 0 || cost < best) {
+        best = cost;
+        p.g2 = g2;
+      }
+    }
+    p.grid = std::min(nrg / p.g2, d.sms);
+    p.jmax = static_cast<int>(ceil_div(ceil_div(int64_t{p.g2} * P * p.kt, rp.warps), p.kt)) + 1;
+  }
+  const int64_t half_sm = d.smem_per_sm / 2 - 1024, optin = d.smem_optin - 1024;
+  for (int64_t budget : {half_sm, optin}) {
+    for (int depth = kMaxDepth; depth >= 3 && !rp.ok; --depth) {
+      const MRLayout L = mr_layout(w2, rp.warps, m, top_k, p.kt, depth, p.g2, p.jmax);
+      if (L.total <= budget) {
+        rp.ok = true;
+        rp.two_per_sm = budget == half_sm;
+        p.depth = depth;
+        rp.smem = static_cast<size_t>(L.total);
+      }
+    }
+    if (rp.ok) break;
+  }
+  return rp;
+}
+// One instantiation (and one smem-limit static) per kernel: both kernels share a type.
+template <auto kern>
+cudaError_t launch_ring_moe(const RingMoePlan& rp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  DSV4_GEMV_TRY(attr);
+  return launch_ex(kern, rp.p.grid, rp.warps * 32, rp.smem, stream, pdl, rp.p);
+}
+
 struct MoeWs {
   size_t w13 = 0, w2 = 0, hq = 0, hs = 0, total = 0;
 };
@@ -42,11 +114,69 @@ MoeWs moe_ws(int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& 
   w.hq = w.w2 + align256(w2_plan(hidden, inter, m, top_k, d).ws_bytes);
   w.hs = w.hq + align256(static_cast<size_t>(pairs * stride));
   w.total = w.hs + align256(static_cast<size_t>(pairs * (stride / 128)) * 4);
+  // The ring pair keeps h (bf16) at the start of the workspace instead.
+  w.total = std::max(w.total, align256(static_cast<size_t>(pairs * sm90_fp4_moe_h_stride(inter)) * 2));
   return w;
 }
 }  // namespace
 
 int64_t sm90_fp4_moe_hq_stride(int64_t inter) { return fp4_w2_k_tiles(inter) * 32 * kFp4W2Ks; }
+int64_t sm90_fp4_moe_h_stride(int64_t inter) { return fp4_w2_k_tiles(inter) * 32 * kFp4W2Ks; }
+
+bool sm90_fp4_moe_ring_ok(int64_t hidden, int64_t inter, int m, int top_k, int warps) {
+  DeviceInfo d;
+  if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return false;
+  return ring_moe_plan(false, hidden, inter, m, top_k, d, warps).ok &&
+         ring_moe_plan(true, hidden, inter, m, top_k, d, warps).ok;
+}
+
+cudaError_t sm90_fp4_moe_w13_ring(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
+                                  const uint16_t* x, int m, const int32_t* topk_ids,
+                                  const float* topk_weights, int top_k, uint16_t* h,
+                                  cudaStream_t stream, bool pdl, int warps) {
+  if (!w13 || !x || !topk_ids || !topk_weights || !h) return cudaErrorInvalidValue;
+  if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  if (!aligned16(w13) || !aligned16(x) || !aligned16(h)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  RingMoePlan rp = ring_moe_plan(false, hidden, inter, m, top_k, d, warps);
+  if (!rp.ok) return cudaErrorInvalidValue;
+  rp.p.w = w13;
+  rp.p.expert_stride = static_cast<int64_t>(fp4_w13_expert_bytes(inter, hidden));
+  rp.p.num_experts = num_experts;
+  rp.p.x = x;
+  rp.p.x_stride = hidden;
+  rp.p.ids = topk_ids;
+  rp.p.topw = topk_weights;
+  rp.p.out = h;
+  rp.p.out_stride = sm90_fp4_moe_h_stride(inter);
+  return rp.warps == 8 ? launch_ring_moe<moe_ring_detail::moe_w13_ring_kernel<8>>(rp, d, stream, pdl)
+                       : launch_ring_moe<moe_ring_detail::moe_w13_ring_kernel<16>>(rp, d, stream, pdl);
+}
+
+cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hidden, int64_t inter,
+                                 const uint16_t* h, int m, const int32_t* topk_ids, int top_k,
+                                 uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early, int warps) {
+  if (!w2 || !h || !topk_ids || !y) return cudaErrorInvalidValue;
+  if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  if (!aligned16(w2) || !aligned16(h)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  RingMoePlan rp = ring_moe_plan(true, hidden, inter, m, top_k, d, warps);
+  if (!rp.ok) return cudaErrorInvalidValue;
+  rp.p.w = w2;
+  rp.p.expert_stride = static_cast<int64_t>(fp4_w2_expert_bytes(hidden, inter));
+  rp.p.num_experts = num_experts;
+  rp.p.x = h;
+  rp.p.x_stride = sm90_fp4_moe_h_stride(inter);
+  rp.p.ids = topk_ids;
+  rp.p.topw = nullptr;
+  rp.p.out = y;
+  rp.p.out_stride = hidden;
+  rp.p.ids_early = ids_early ? 1 : 0;
+  return rp.warps == 8 ? launch_ring_moe<moe_ring_detail::moe_w2_ring_kernel<8>>(rp, d, stream, pdl)
+                       : launch_ring_moe<moe_ring_detail::moe_w2_ring_kernel<16>>(rp, d, stream, pdl);
+}
 
 size_t sm90_fp4_moe_w13_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
   DeviceInfo d;
@@ -147,12 +277,36 @@ cudaError_t sm90_fp4_moe_gemv(const uint8_t* w13, const uint8_t* w2, int num_exp
                               const int32_t* topk_ids, const float* topk_weights, int top_k,
                               uint16_t* y, void* workspace, size_t workspace_bytes,
                               cudaStream_t stream) {
+  return sm90_fp4_moe_gemv_path(MoePath::kAuto, w13, w2, num_experts, hidden, inter, x, m, topk_ids,
+                                topk_weights, top_k, y, workspace, workspace_bytes, stream);
+}
+
+cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8_t* w2,
+                                   int num_experts, int64_t hidden, int64_t inter,
+                                   const uint16_t* x, int m, const int32_t* topk_ids,
+                                   const float* topk_weights, int top_k, uint16_t* y,
+                                   void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (!workspace || !shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  if (!aligned16(workspace)) return cudaErrorInvalidValue;
   DeviceInfo d;
   DSV4_GEMV_TRY(device_info(&d));
   const MoeWs w = moe_ws(hidden, inter, m, top_k, d);
   if (workspace_bytes < w.total) return cudaErrorInvalidValue;
   auto* ws = static_cast<uint8_t*>(workspace);
+  // kAuto: the ring pair up to m = 2. Measured (docs/performance.md): faster per stage at m <= 4, but
+  // the two launches together were slower than the streaming pair at m = 4 (not yet understood).
+  const bool ring_fits = ring_moe_plan(false, hidden, inter, m, top_k, d).ok &&
+                         ring_moe_plan(true, hidden, inter, m, top_k, d).ok;
+  if (path == MoePath::kRing ? ring_fits : (path == MoePath::kAuto && ring_fits && m <= 2)) {
+    // h lives at the workspace start; w2 reads the ids before its PDL wait: the w1|w3 launch in
+    // between ran its own wait on whatever produced them.
+    auto* h = reinterpret_cast<uint16_t*>(ws);
+    DSV4_GEMV_TRY(sm90_fp4_moe_w13_ring(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,
+                                        top_k, h, stream, true));
+    return sm90_fp4_moe_w2_ring(w2, num_experts, hidden, inter, h, m, topk_ids, top_k, y, stream, true,
+                                true);
+  }
+  if (path == MoePath::kRing) return cudaErrorInvalidValue;
   auto* hq = ws + w.hq;
   auto* hs = reinterpret_cast<float*>(ws + w.hs);
   DSV4_GEMV_TRY(sm90_fp4_moe_w13(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,

@@ -7,6 +7,7 @@
 #include "dsv4/cuda/gemv.hpp"
 #include "sm90_fp8_gemv_common.cuh"
 #include "sm90_fp8_gemv_direct.cuh"
+#include "sm90_fp8_gemv_ring.cuh"
 
 namespace dsv4::cuda {
 using namespace gemv_detail;
@@ -24,17 +25,18 @@ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) ==
 // slower: longer per-warp K chains matter more than the last partial round of units.
 struct DirectPlan {
   direct_detail::DParams p;
-  int grid, nh;
+  int grid, nh, warps;
   size_t smem;
   bool ok;
 };
-DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
+DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d, int warps = direct_detail::kDWarps) {
   using namespace direct_detail;
   DirectPlan dp{};
   const int kt = static_cast<int>(ceil_div(k, 128));
   const int nrg = static_cast<int>(ceil_div(n, 128) * 8);
   int lg = 0;
-  while (lg < 4 && (2 << lg) <= kt && int64_t{nrg} * (1 << lg) * 10 < int64_t{d.sms} * kDWarps * 9) ++lg;
+  const int lg_max = warps == 16 ? 4 : 3;  // a unit keeps at least one row group
+  while (lg < lg_max && (2 << lg) <= kt && int64_t{nrg} * (1 << lg) * 10 < int64_t{d.sms} * warps * 9) ++lg;
   dp.p.n = static_cast<int>(n);
   dp.p.k = static_cast<int>(k);
   dp.p.m = m;
@@ -42,23 +44,86 @@ DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
   dp.p.nrg = nrg;
   dp.p.split = 1 << lg;
   dp.p.lg_split = lg;
-  dp.p.groups = kDWarps >> lg;
+  dp.p.groups = warps >> lg;
   dp.p.units = static_cast<int>(ceil_div(nrg, dp.p.groups));
   dp.grid = std::min(dp.p.units, d.sms);
   dp.nh = m <= 8 ? 1 : 2;
-  dp.smem = static_cast<size_t>(d_layout(m, kt, dp.nh).total);
+  dp.smem = static_cast<size_t>(d_layout(m, kt, dp.nh, warps).total);
+  dp.warps = warps;
   dp.ok = k <= (int64_t{1} << 20) && dp.smem <= static_cast<size_t>(d.smem_optin - 1024);
   return dp;
 }
-template <int NH>
-cudaError_t launch_direct(const DirectPlan& dp, const DeviceInfo& d, cudaStream_t stream) {
-  auto kern = direct_detail::fp8_direct_kernel<NH>;
+template <int NH, int W>
+cudaError_t launch_direct(const DirectPlan& dp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
+  auto kern = direct_detail::fp8_direct_kernel<NH, W>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
   DSV4_GEMV_TRY(attr);
-  kern<<<dp.grid, direct_detail::kDThreads, dp.smem, stream>>>(dp.p);
-  return cudaGetLastError();
+  return launch_ex(kern, dp.grid, W * 32, dp.smem, stream, pdl, dp.p);
 }
+// Ring-kernel plan: S warps per 16-row group (S <= 8, <= the k-tiles) chosen to minimise the
+// longest per-warp chain of pieces (rounds of units over the SMs x k-tiles per warp; ties: smaller
+// S), one CTA of 8 warps per SM at most, and the deepest ring (4..8 slots of 2 KB per warp) that
+// keeps the CTA within half an SM's shared memory (two CTAs per SM: PDL overlap), else within the
+// opt-in limit.
+struct RingPlan {
+  ring_detail::RParams p;
+  size_t smem;
+  int nh;
+  bool ok, two_per_sm;
+};
+RingPlan ring_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
+  using namespace ring_detail;
+  RingPlan rp{};
+  const int kt = static_cast<int>(ceil_div(k, 128));
+  const int nrg = static_cast<int>(ceil_div(n, 128) * 8);
+  int best_lg = 0;
+  int64_t best_cost = -1;
+  for (int lg = 0; lg <= 3 && (1 << lg) <= kt; ++lg) {
+    const int64_t units = ceil_div(nrg, kRWarps >> lg);
+    const int64_t cost = ceil_div(units, d.sms) * ceil_div(kt, 1 << lg);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best_lg = lg;
+    }
+  }
+  rp.nh = m <= 8 ? 1 : 2;
+  rp.p.n = static_cast<int>(n);
+  rp.p.k = static_cast<int>(k);
+  rp.p.m = m;
+  rp.p.kt = kt;
+  rp.p.nrg = nrg;
+  rp.p.lg_split = best_lg;
+  rp.p.split = 1 << best_lg;
+  rp.p.groups = kRWarps >> best_lg;
+  rp.p.units = static_cast<int>(ceil_div(nrg, rp.p.groups));
+  rp.p.grid = std::min(rp.p.units, d.sms);
+  rp.p.units_per_cta = static_cast<int>(ceil_div(rp.p.units, rp.p.grid));
+  if (k > (int64_t{1} << 20) || int64_t{rp.p.units_per_cta} * kt > 8192) return rp;
+  const int64_t half_sm = d.smem_per_sm / 2 - 1024, optin = d.smem_optin - 1024;
+  for (int64_t budget : {half_sm, optin}) {
+    for (int depth = kMaxDepth; depth >= 4 && !rp.ok; --depth) {
+      const RLayout L = r_layout(m, kt, rp.nh, depth, rp.p.units_per_cta);
+      if (L.total <= budget) {
+        rp.ok = true;
+        rp.two_per_sm = budget == half_sm;
+        rp.p.depth = depth;
+        rp.smem = static_cast<size_t>(L.total);
+      }
+    }
+    if (rp.ok) break;
+  }
+  return rp;
+}
+template <int NH>
+cudaError_t launch_ring(const RingPlan& rp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
+  auto kern = ring_detail::fp8_ring_kernel<NH>;
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  DSV4_GEMV_TRY(attr);
+  return launch_ex(kern, rp.p.grid, ring_detail::kRThreads, rp.smem, stream, pdl, rp.p);
+}
+
 // Heuristic of kAuto: the direct kernel wherever its activations fit in shared memory
 // (m * (ceil(k/128)*128 + 16) bytes + scales + 16 KB of split-K partials <= opt-in smem, i.e. up to
 // k = 12K at m = 16). It was faster than the streaming kernel at every benchmarked shape and M
@@ -78,6 +143,8 @@ Fp8GemvPath sm90_fp8_gemv_choice(int64_t n, int64_t k, int m) {
   DeviceInfo d;
   if (n < 1 || k < 1 || m < 1 || m > kGemvMaxTokens || device_info(&d) != cudaSuccess)
     return Fp8GemvPath::kStream;
+  const RingPlan rp = ring_plan(n, k, m, d);
+  if (rp.ok && rp.two_per_sm) return Fp8GemvPath::kRing;
   return choose(direct_plan(n, k, m, d));
 }
 
@@ -90,7 +157,7 @@ cudaError_t sm90_fp8_gemv(const uint8_t* w_tiled, const uint8_t* w_scale, int64_
 
 cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const uint8_t* w_scale,
                                int64_t n, int64_t k, const uint16_t* x, int m, uint16_t* y,
-                               void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream, bool pdl) {
   if (!w_tiled || !w_scale || !x || !y || !workspace) return cudaErrorInvalidValue;
   if (n < 1 || k < 8 || k % 8 != 0 || m < 1 || m > kGemvMaxTokens) return cudaErrorInvalidValue;
   if (n > (int64_t{1} << 30) || k > (int64_t{1} << 24)) return cudaErrorInvalidValue;
@@ -99,15 +166,28 @@ cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const u
   DSV4_GEMV_TRY(device_info(&d));
   const Plan pl = fp8_plan(n, k, m, d);
   if (pl.stages < 2 || workspace_bytes < pl.ws_bytes) return cudaErrorInvalidValue;
+  if (path == Fp8GemvPath::kAuto || path == Fp8GemvPath::kRing) {
+    RingPlan rp = ring_plan(n, k, m, d);
+    if (rp.ok && (path == Fp8GemvPath::kRing || rp.two_per_sm)) {
+      rp.p.w = w_tiled;
+      rp.p.w_scale = w_scale;
+      rp.p.x = x;
+      rp.p.y = y;
+      return rp.nh == 1 ? launch_ring<1>(rp, d, stream, pdl) : launch_ring<2>(rp, d, stream, pdl);
+    }
+    if (path == Fp8GemvPath::kRing) path = Fp8GemvPath::kAuto;
+  }
   if (path != Fp8GemvPath::kStream) {
-    DirectPlan dp = direct_plan(n, k, m, d);
+    const int warps = path == Fp8GemvPath::kDirect8 ? 8 : direct_detail::kDWarps;
+    DirectPlan dp = direct_plan(n, k, m, d, warps);
     if (path == Fp8GemvPath::kAuto) path = choose(dp);
-    if (path == Fp8GemvPath::kDirect && dp.ok) {
+    if ((path == Fp8GemvPath::kDirect || path == Fp8GemvPath::kDirect8) && dp.ok) {
       dp.p.w = w_tiled;
       dp.p.w_scale = w_scale;
       dp.p.x = x;
       dp.p.y = y;
-      return dp.nh == 1 ? launch_direct<1>(dp, d, stream) : launch_direct<2>(dp, d, stream);
+      if (warps == 8) return dp.nh == 1 ? launch_direct<1, 8>(dp, d, stream, pdl) : launch_direct<2, 8>(dp, d, stream, pdl);
+      return dp.nh == 1 ? launch_direct<1, 16>(dp, d, stream, pdl) : launch_direct<2, 16>(dp, d, stream, pdl);
     }
   }
   auto* ws = static_cast<uint8_t*>(workspace);
@@ -130,8 +210,8 @@ cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const u
   Plan plc = pl;
   plc.grid = static_cast<int>(std::min<int64_t>(pl.grid, int64_t{p.nt} * p.kt));
   switch (m <= 8 ? 1 : 2) {
-    case 1: return launch<kFp8, 1>(p, plc, d, stream);
-    case 2: return launch<kFp8, 2>(p, plc, d, stream);
+    case 1: return launch<kFp8, 1>(p, plc, d, stream, pdl);
+    case 2: return launch<kFp8, 2>(p, plc, d, stream, pdl);
     default: return cudaErrorInvalidValue;
   }
 }

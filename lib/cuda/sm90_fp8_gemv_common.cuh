@@ -203,6 +203,15 @@ __device__ __forceinline__ uint32_t quantize16_e4m3(const float (&v)[16], float 
   packed = make_uint4(o[0], o[1], o[2], o[3]);
   return e;
 }
+// Programmatic dependent launch (PDL). A kernel launched with launch_ex(pdl = true) may start
+// while the previous kernel in the stream is still running: it may read only data no earlier
+// kernel of the stream writes (its weights) before pdl_wait(), which returns once the previous
+// kernel has completed and its writes are visible. Every thread calls pdl_wait() before its first
+// read of an input or write of an output or workspace. pdl_trigger() lets the next PDL launch be
+// scheduled; its CTAs start as SM resources free up. Both are no-ops without PDL.
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+
 // e4m3 placement of 4 FP4 codes: low nibbles (lo) or high nibbles (hi) of each byte. Sign to bit 7,
 // exponent+mantissa to bits 4..2: the e4m3 byte equals the e2m1 value x 2^-6 (0.5 -> subnormal).
 __device__ __forceinline__ uint32_t fp4_lo_to_e4m3(uint32_t w) {
@@ -318,6 +327,8 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   if constexpr (Tr::kFp4) {
+    pdl_wait();  // the routing reads ids, which the previous kernel may have written
+    pdl_trigger();
     build_routing<kNcol>(p, rt);  // contains __syncthreads
   } else {
     __syncthreads();
@@ -365,21 +376,30 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
     auto issue_w = [&](int i) {
       const int64_t t = t0 + i;
       const uint8_t* src;
-      if constexpr (Tr::kFp4) {
-        const int64_t unit = floordiv(t, KT);
-        const int c = static_cast<int>(floordiv(unit, NT));
-        const int64_t local = (unit - static_cast<int64_t>(c) * NT) * KT + (t - unit * KT);
-        src = p.w + rt->chunk_expert[c] * p.expert_stride + local * kTB;
-      } else {
-        src = p.w + t * kTB;
-      }
       const int s = i % S;
       mbar_expect_tx(full + s, kTB);
-      bulk_load(ring + s * kTB, src, kTB, full + s, pol);
+      if constexpr (Tr::kFp4) {
+        // The tile's 8 row-group pieces are KT pieces apart (piece-major layout): 8 copies.
+        const int64_t unit = floordiv(t, KT);
+        const int c = static_cast<int>(floordiv(unit, NT));
+        const int64_t nt = unit - static_cast<int64_t>(c) * NT, kt = t - unit * KT;
+        src = p.w + rt->chunk_expert[c] * p.expert_stride + (nt * 8 * KT + kt) * kFp4PieceBytes;
+        for (int rg = 0; rg < 8; ++rg)
+          bulk_load(ring + s * kTB + rg * kFp4PieceBytes, src + static_cast<int64_t>(rg) * KT * kFp4PieceBytes,
+                    kFp4PieceBytes, full + s, pol);
+      } else {
+        src = p.w + t * kTB;
+        bulk_load(ring + s * kTB, src, kTB, full + s, pol);
+      }
     };
-    if (nbatch > 0) issue_x(0);
+    // Weights first: for FP8 they do not depend on the previous kernel (PDL overlap).
     const int first = min(S, n_tiles);
     for (int i = 0; i < first; ++i) issue_w(i);
+    if constexpr (!Tr::kFp4) {
+      pdl_wait();
+      pdl_trigger();
+    }
+    if (nbatch > 0) issue_x(0);
     for (int b = 1; b < nbatch; ++b) {
       mbar_wait(xfree, (b - 1) & 1);
       issue_x(b);
@@ -415,6 +435,10 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
     // critical path of every tile.
     for (int i = ctid; i < min(n_tiles, kMaxSw); i += kWarps * 32)
       s_sw[i] = e8m0_to_f32(__ldg(p.w_scale + t0 + i));
+  }
+  if constexpr (!Tr::kFp4) {
+    pdl_wait();
+    pdl_trigger();
   }
   if (xrows) {
     const int grp = ctid / 8, sub = ctid % 8;  // 8 threads x 16 values per 128-wide block
@@ -586,10 +610,10 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
 #pragma unroll
         for (int k2 = 0; k2 < kKs / 2; ++k2)
           a[mat][k2] = *reinterpret_cast<const uint4*>(
-              stage + (((mat * kWarps + warp) * (kKs / 2) + k2) * 32 + lane) * 16);
+              stage + warp * kFp4PieceBytes + ((mat * (kKs / 2) + k2) * 32 + lane) * 16);
 #pragma unroll
         for (int hi = 0; hi < 2; ++hi) {
-          const uint8_t* sp = stage + kFp4CodeBytes + ((mat * kWarps + warp) * 16 + g + 8 * hi) * kKs;
+          const uint8_t* sp = stage + warp * kFp4PieceBytes + kFp4PieceCodeBytes + (mat * 16 + g + 8 * hi) * kKs;
           if constexpr (kKs == 4) {
             sc[mat][hi][0] = *reinterpret_cast<const uint32_t*>(sp);
           } else {
@@ -872,10 +896,28 @@ inline cudaError_t device_info(DeviceInfo* d) {
   return cudaSuccess;
 }
 
+// Launch with an optional programmatic-stream-serialization attribute (see pdl_wait).
+template <class... KArgs, class... Args>
+cudaError_t launch_ex(void (*kern)(KArgs...), int grid, int threads, size_t smem, cudaStream_t stream,
+                      bool pdl, Args... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(grid));
+  cfg.blockDim = dim3(static_cast<unsigned>(threads));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  DSV4_GEMV_TRY(cudaLaunchKernelEx(&cfg, kern, args...));
+  return cudaGetLastError();
+}
+
 // Launches gemv_kernel<KIND, NH> with the plan. The kernel's dynamic smem limit is raised once
 // per process to the most any plan asks for (optin - 1024), outside any stream capture's concern.
 template <int KIND, int NH>
-cudaError_t launch(Params p, const Plan& pl, const DeviceInfo& d, cudaStream_t stream) {
+cudaError_t launch(Params p, const Plan& pl, const DeviceInfo& d, cudaStream_t stream, bool pdl = true) {
   auto kern = gemv_kernel<KIND, NH>;
   static const cudaError_t attr = cudaFuncSetAttribute(
       kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
@@ -885,8 +927,7 @@ cudaError_t launch(Params p, const Plan& pl, const DeviceInfo& d, cudaStream_t s
   p.stages = pl.stages;
   p.nwin_max = pl.nwin_max;
   p.raw_bytes = pl.raw_bytes;
-  kern<<<pl.grid, kThreads, pl.smem, stream>>>(p);
-  return cudaGetLastError();
+  return launch_ex(kern, pl.grid, kThreads, pl.smem, stream, pdl, p);
 }
 
 }  // namespace dsv4::cuda::gemv_detail

@@ -20,8 +20,7 @@ namespace dsv4::cuda::direct_detail {
 using gemv_detail::cvt_e4m3x2;
 using gemv_detail::mma_e4m3;
 
-constexpr int kDWarps = 16;
-constexpr int kDThreads = kDWarps * 32;
+constexpr int kDWarps = 16;  // warps per CTA of the default variant (8: two CTAs fit an SM)
 // k-tiles per load batch, double-buffered: 8-16 16-byte loads in flight per lane. Measured: 3 was
 // 1-2 us slower at M = 1 (and spills at M > 8); 4 without double buffering equal at M = 1.
 template <int NH> constexpr int kBatchOf = 2;
@@ -40,13 +39,13 @@ struct DLayout {
   int xs_stride, sxs, red, total;
 };
 // xs: e4m3 [m][kt*128 + 16] (+16 B: the 8 token rows of a B fragment hit distinct banks),
-// sxs: f32 [m][kt] activation scales, red: f32 [kDWarps][NH*4][32] split-K partials.
-__host__ __device__ inline DLayout d_layout(int m, int kt, int nh) {
+// sxs: f32 [m][kt] activation scales, red: f32 [warps][NH*4][32] split-K partials.
+__host__ __device__ inline DLayout d_layout(int m, int kt, int nh, int warps) {
   DLayout l{};
   l.xs_stride = kt * 128 + 16;
   l.sxs = (m * l.xs_stride + 15) / 16 * 16;
   l.red = l.sxs + (m * kt * 4 + 15) / 16 * 16;
-  l.total = l.red + kDWarps * nh * 4 * 32 * 4;
+  l.total = l.red + warps * nh * 4 * 32 * 4;
   return l;
 }
 
@@ -58,11 +57,65 @@ __device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
   return v;
 }
 
-template <int NH>
-__global__ void __launch_bounds__(kDThreads, 1) fp8_direct_kernel(const __grid_constant__ DParams p) {
+// Quantises x [m, k] (bf16 rows of x_stride elements) per 1x128 block (spec §5.1) into shared
+// memory: e4m3 rows of `xs_stride` bytes and f32 scales sxs[r * KT + b] * smul, for KT blocks per
+// row (blocks past k hold zeros). 8 threads x 16 values per block; the x loads of kQPass passes
+// are issued before any is used. Needs all kThreads threads; no barrier inside.
+template <int kThreads>
+__device__ __forceinline__ void stage_act_e4m3(const uint16_t* x, int m, int k, int KT, uint8_t* xs,
+                                               int xs_stride, float* sxs, int64_t x_stride,
+                                               float smul = 1.f) {
+  const int tid = threadIdx.x;
+  const int nblk = m * KT;
+  const int sub = tid & 7;
+  for (int qp = 0; qp < nblk; qp += kQPass * (kThreads / 8)) {
+    uint4 u[kQPass][2];
+#pragma unroll
+    for (int ps = 0; ps < kQPass; ++ps) {
+      const int q = qp + ps * (kThreads / 8) + (tid >> 3);
+      const int r = q / KT, kk = (q % KT) * 128 + sub * 16;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        u[ps][half] = make_uint4(0, 0, 0, 0);
+        if (q < nblk && kk + half * 8 < k)
+          u[ps][half] = __ldg(reinterpret_cast<const uint4*>(x + r * x_stride + kk + half * 8));
+      }
+    }
+#pragma unroll
+    for (int ps = 0; ps < kQPass; ++ps) {
+      const int q = qp + ps * (kThreads / 8) + (tid >> 3);
+      const bool act = q < nblk;
+      const int r = act ? q / KT : 0, b = act ? q % KT : 0;
+      const int kk = b * 128 + sub * 16;
+      float v[16];
+      float amax = 0.f;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const uint32_t wd[4] = {u[ps][half].x, u[ps][half].y, u[ps][half].z, u[ps][half].w};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          const uint32_t h = (i & 1) ? (wd[i / 2] >> 16) : (wd[i / 2] & 0xffffu);
+          v[half * 8 + i] = __uint_as_float(h << 16);
+          amax = fmaxf(amax, fabsf(v[half * 8 + i]));
+        }
+      }
+      amax = gemv_detail::block_amax8(amax);
+      if (act) {
+        const uint32_t e = gemv_detail::quantize16_e4m3(v, amax, *reinterpret_cast<uint4*>(xs + r * xs_stride + kk));
+        if (sub == 0) sxs[r * KT + b] = e8m0_to_f32(static_cast<uint8_t>(e)) * smul;
+      }
+    }
+  }
+}
+
+// W warps per CTA (16 or 8); with W = 8 two CTAs fit an SM, so the next PDL launch can start its
+// weight loads beside this one's tail.
+template <int NH, int W>
+__global__ void __launch_bounds__(W * 32, 16 / W) fp8_direct_kernel(const __grid_constant__ DParams p) {
   constexpr int kBatch = kBatchOf<NH>;
+  constexpr int kDThreads = W * 32;
   extern __shared__ __align__(16) uint8_t smem[];
-  const DLayout L = d_layout(p.m, p.kt, NH);
+  const DLayout L = d_layout(p.m, p.kt, NH, W);
   uint8_t* xs = smem;
   float* sxs = reinterpret_cast<float*>(smem + L.sxs);
   float* red = reinterpret_cast<float*>(smem + L.red);
@@ -94,51 +147,12 @@ __global__ void __launch_bounds__(kDThreads, 1) fp8_direct_kernel(const __grid_c
     const int r0 = blockIdx.x * p.groups + lrg;
     if (blockIdx.x < p.units && r0 < p.nrg && kb < ke) load_batch(r0, kb, cur, csw);
   }
+  // Weights are independent of earlier kernels; x and y are not (PDL, see pdl_wait).
+  gemv_detail::pdl_wait();
+  gemv_detail::pdl_trigger();
 
-  // Quantise x [m, k] per 1x128 block into xs/sxs: 8 threads x 16 values per block; the x loads
-  // of kQPass passes are issued before any is used.
-  {
-    const int nblk = p.m * KT;
-    const int sub = tid & 7;
-    for (int qp = 0; qp < nblk; qp += kQPass * (kDThreads / 8)) {
-      uint4 u[kQPass][2];
-#pragma unroll
-      for (int ps = 0; ps < kQPass; ++ps) {
-        const int q = qp + ps * (kDThreads / 8) + (tid >> 3);
-        const int r = q / KT, kk = (q % KT) * 128 + sub * 16;
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          u[ps][half] = make_uint4(0, 0, 0, 0);
-          if (q < nblk && kk + half * 8 < p.k)
-            u[ps][half] = __ldg(reinterpret_cast<const uint4*>(p.x + static_cast<int64_t>(r) * p.k + kk + half * 8));
-        }
-      }
-#pragma unroll
-      for (int ps = 0; ps < kQPass; ++ps) {
-        const int q = qp + ps * (kDThreads / 8) + (tid >> 3);
-        const bool act = q < nblk;
-        const int r = act ? q / KT : 0, b = act ? q % KT : 0;
-        const int kk = b * 128 + sub * 16;
-        float v[16];
-        float amax = 0.f;
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const uint32_t wd[4] = {u[ps][half].x, u[ps][half].y, u[ps][half].z, u[ps][half].w};
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            const uint32_t h = (i & 1) ? (wd[i / 2] >> 16) : (wd[i / 2] & 0xffffu);
-            v[half * 8 + i] = __uint_as_float(h << 16);
-            amax = fmaxf(amax, fabsf(v[half * 8 + i]));
-          }
-        }
-        amax = gemv_detail::block_amax8(amax);
-        if (act) {
-          const uint32_t e = gemv_detail::quantize16_e4m3(v, amax, *reinterpret_cast<uint4*>(xs + r * L.xs_stride + kk));
-          if (sub == 0) sxs[r * KT + b] = e8m0_to_f32(static_cast<uint8_t>(e));
-        }
-      }
-    }
-  }
+  // Quantise x [m, k] per 1x128 block into xs/sxs (all of K).
+  stage_act_e4m3<kDThreads>(p.x, p.m, p.k, KT, xs, L.xs_stride, sxs, p.k);
   __syncthreads();
 
   // B fragment sources: token t = 8h + g (rows >= m read row m-1 and are zeroed), scales of the

@@ -18,7 +18,7 @@ if [ "${PREBUILT:-0}" = 1 ]; then
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   grep -E "^(fp8|moe)" "$OUT/tests.log" | awk '{print $NF, $0}' | sort -n | tail -4
   echo "fp8 cases: $(grep -c "^fp8" "$OUT/tests.log"), worst per path:"
-  for pth in 1 2; do grep -E "^fp8.*path=$pth:" "$OUT/tests.log" | awk '{print $NF}' | sort -n | tail -1; done
+  for pth in 1 2 3 4; do grep -E "^fp8.*path=$pth:" "$OUT/tests.log" | awk '{print $NF}' | sort -n | tail -1; done
   bench=$bin/bench_gemv
 else
   root=$PWD/third_party/sysroot
@@ -36,5 +36,17 @@ else
   grep -E "tests passed|Failed|FAILED|assertions|Passed|worst" "$OUT/tests.log" | tail -25
   bench=$bdir/benchmarks/bench_gemv
 fi
-"$bench" "$OUT/bench_gemv.json" 2>&1 | tee "$OUT/bench.txt" || rc=1
+if [ "${PROFILE:-0}" = 1 ]; then
+  # Nsight Compute on the --probe launches (clocks left alone); a digest goes to stdout.
+  ncu --clock-control none -k "${NCU_KERNELS:-regex:fp8_direct|gemv_kernel|ring_kernel}" --section SpeedOfLight \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section LaunchStats --section Occupancy \
+    --section SchedulerStats ${NCU_EXTRA:-} --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+    "$bench" --probe >"$OUT/ncu.txt" 2>&1 || rc=1
+  # digest: kernel, duration, DRAM %, issue activity, the five largest stall reasons
+  awk '/\(([0-9]+), 1, 1\)x\(/{if(k!="")print k; k=$0; next}
+       /Duration/{k=k" | dur "$NF} /DRAM Throughput/{k=k" | dram% "$NF} /Issued Warp Per Scheduler/{k=k" | ipc/sched "$NF}
+       /smsp__average_warps_issue_stalled_/{split($1,a,"stalled_"); sub("_per_issue_active.ratio","",a[2]); if($NF+0>0.3)k=k" | "a[2]"="$NF}
+       END{print k}' "$OUT/ncu.txt" | sed 's/(.*Params) //; s/  */ /g' | cut -c1-400
+fi
+[ "${NOBENCH:-0}" = 1 ] || { "$bench" "$OUT/bench_gemv.json" 2>&1 | tee "$OUT/bench.txt" || rc=1; }
 exit $rc

@@ -152,7 +152,8 @@ TEST_CASE("sm90_fp8_gemv matches the float64 reference", "[gpu][gemv]") {
   std::mt19937_64 rng(seed);
   const int64_t shapes[][2] = {{300, 520}, {1000, 136}, {33000, 136}, {1024, 4096}, {4096, 1000}, {130, 8}};
   // Both kernels at every shape (kAuto is one of them), so each path is tested whatever the heuristic.
-  for (auto path : {dsv4::cuda::Fp8GemvPath::kStream, dsv4::cuda::Fp8GemvPath::kDirect})
+  for (auto path : {dsv4::cuda::Fp8GemvPath::kStream, dsv4::cuda::Fp8GemvPath::kDirect, dsv4::cuda::Fp8GemvPath::kDirect8,
+                    dsv4::cuda::Fp8GemvPath::kRing})
     for (const auto& sh : shapes)
       for (int m : {1, 2, 3, 7, 16}) run_fp8_case(rng, sh[0], sh[1], m, path);
   // The launch-time choice itself, at a big-K shape (direct needs m*k bytes of smem) and a wide one.
@@ -327,13 +328,96 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
     CHECK(st.bad == 0);
   }
 
-  // ---- both stages through the one-call API, against the end-to-end reference, twice ----
+  // ---- ring pair (m <= 8): stage 1 writes bf16 h, stage 2 quantises it itself ----
+  const bool ring = dc::sm90_fp4_moe_ring_ok(H, I, m, K);
+  CHECK(ring == (m <= 8));
+  for (int warps : {16, 8}) {
+    if (!dc::sm90_fp4_moe_ring_ok(H, I, m, K, warps)) continue;
+    CAPTURE(warps);
+    const int64_t hst = dc::sm90_fp4_moe_h_stride(I);
+    DevBuf dh(size_t(P * hst) * 2);
+    REQUIRE(cudaMemset(dh.p, 0xff, size_t(P * hst) * 2) == cudaSuccess);  // bf16 NaN poison
+    REQUIRE(dc::sm90_fp4_moe_w13_ring(d13.as<uint8_t>(), E, H, I, dx.as<uint16_t>(), m, dids.as<int32_t>(),
+                                      dtw.as<float>(), K, dh.as<uint16_t>(), nullptr, true, warps) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    auto h = download<uint16_t>(dh, size_t(P * hst));
+    {
+      ErrStat st;
+      int64_t exact = 0, total = 0, untouched_bad = 0;
+      for (int p = 0; p < P; ++p) {
+        for (int64_t i = 0; i < hst; ++i) {
+          const bool used = ids[p] >= 0 && i < I;
+          if (!used) {
+            untouched_bad += h[p * hst + i] != 0xffff;
+            continue;
+          }
+          const size_t ri = size_t(p * I + i);
+          const double want = ref.h[ri], g = ref.g[ri], u = ref.u[ri];
+          // g, u one bf16 ulp away at most (see stage 1 above), then h's own bf16 rounding.
+          const double dg = std::ldexp(std::fabs(g), -7) + std::ldexp(ref.g_abs[ri], -10);
+          const double du = std::ldexp(std::fabs(u), -7) + std::ldexp(ref.u_abs[ri], -10);
+          const double gc = std::min(g, 10.0);
+          const double sig = std::fabs(gc / (1 + std::exp(-gc)));
+          const double dh = std::fabs(tw[p]) * (1.1 * std::min(std::fabs(u), 10.0) * dg + (sig + 1.1 * dg) * du);
+          st.add(bf16_to_f32(h[p * hst + i]), want, dh + std::ldexp(std::fabs(want), -7) + 1e-30);
+          exact += bf16_to_f32(h[p * hst + i]) == static_cast<float>(want);
+          ++total;
+        }
+      }
+      INFO("ring stage 1: worst |err|/tol " << st.worst << ", bad " << st.bad << ", exact " << exact << "/" << total
+                                            << ", written outside valid rows " << untouched_bad);
+      std::printf("moe ring%d w13 H=%lld I=%lld m=%d k=%d: worst |err|/tol = %.3f, exact h %.4f\n", warps,
+                  (long long)H, (long long)I, m, K, st.worst, double(exact) / double(total));
+      CHECK(st.nonfinite == 0);
+      CHECK(st.bad == 0);
+      CHECK(untouched_bad == 0);
+      CHECK(double(exact) >= 0.97 * double(total));
+    }
+    // Stage 2 on the GPU's own h, reference from exactly those inputs (quantised per 128 on the CPU).
+    REQUIRE(cudaMemset(dy.p, 0xff, size_t(m * H) * 2) == cudaSuccess);
+    REQUIRE(dc::sm90_fp4_moe_w2_ring(d2.as<uint8_t>(), E, H, I, dh.as<uint16_t>(), m, dids.as<int32_t>(), K,
+                                     dy.as<uint16_t>(), nullptr, true, false, warps) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    auto y = download<uint16_t>(dy, size_t(m * H));
+    std::vector<double> ys(static_cast<size_t>(H)), ya(static_cast<size_t>(H));
+    std::vector<uint8_t> q(static_cast<size_t>(I)), qs(static_cast<size_t>(ibk));
+    ErrStat st;
+    for (int t = 0; t < m; ++t) {
+      std::vector<int> order;
+      for (int j = 0; j < K; ++j)
+        if (ids[t * K + j] >= 0) order.push_back(j);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return ids[t * K + a] < ids[t * K + b]; });
+      std::vector<float> accf(size_t(H), 0.f);
+      std::vector<double> tol(size_t(H), 0.0);
+      for (int j : order) {
+        const int p = t * K + j, e = ids[p];
+        dsv4::cpu::quantize_act_row(&h[p * hst], I, q.data(), qs.data());
+        dsv4::cpu::fp4_linear_ref(w2[e].data(), s2[e].data(), H, I, q.data(), qs.data(), ys.data(), ya.data(), nullptr);
+        for (int64_t o = 0; o < H; ++o) {
+          accf[o] += dsv4::round_bf16(static_cast<float>(ys[o]));
+          tol[o] += std::ldexp(std::fabs(ys[o]), -7) + std::ldexp(ya[o], -10);
+        }
+      }
+      for (int64_t o = 0; o < H; ++o)
+        st.add(bf16_to_f32(y[t * H + o]), accf[o], tol[o] + std::ldexp(std::fabs(double(accf[o])), -8) + 1e-30);
+    }
+    INFO("ring stage 2: worst |err|/tol " << st.worst << ", bad " << st.bad << ", non-finite " << st.nonfinite);
+    std::printf("moe ring%d w2  H=%lld I=%lld m=%d k=%d: worst |err|/tol = %.3f\n", warps, (long long)H,
+                (long long)I, m, K, st.worst);
+    CHECK(st.nonfinite == 0);
+    CHECK(st.bad == 0);
+  }
+
+  // ---- both stages through the one-call API (each pair), end-to-end reference, twice ----
+  for (auto path : {dc::MoePath::kStream, dc::MoePath::kRing}) {
+  if (path == dc::MoePath::kRing && !ring) continue;
+  CAPTURE(static_cast<int>(path));
   std::vector<uint16_t> first;
   for (int rep = 0; rep < 2; ++rep) {
     REQUIRE(cudaMemset(dy.p, 0xff, size_t(m * H) * 2) == cudaSuccess);
-    REQUIRE(dc::sm90_fp4_moe_gemv(d13.as<uint8_t>(), d2.as<uint8_t>(), E, H, I, dx.as<uint16_t>(), m,
-                                  dids.as<int32_t>(), dtw.as<float>(), K, dy.as<uint16_t>(), allws.p, wsall,
-                                  nullptr) == cudaSuccess);
+    REQUIRE(dc::sm90_fp4_moe_gemv_path(path, d13.as<uint8_t>(), d2.as<uint8_t>(), E, H, I, dx.as<uint16_t>(), m,
+                                       dids.as<int32_t>(), dtw.as<float>(), K, dy.as<uint16_t>(), allws.p, wsall,
+                                       nullptr) == cudaSuccess);
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
     auto y = download<uint16_t>(dy, size_t(m * H));
     if (rep == 1) {
@@ -356,9 +440,11 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
         st.add(bf16_to_f32(y[t * H + o]), ref.y[t * H + o], tl);
       }
     INFO("end to end: worst |err|/tol " << st.worst << ", bad " << st.bad << ", non-finite " << st.nonfinite);
-    std::printf("moe e2e H=%lld I=%lld m=%d k=%d: worst |err|/tol = %.3f\n", (long long)H, (long long)I, m, K, st.worst);
+    std::printf("moe e2e path=%d H=%lld I=%lld m=%d k=%d: worst |err|/tol = %.3f\n", static_cast<int>(path),
+                (long long)H, (long long)I, m, K, st.worst);
     CHECK(st.nonfinite == 0);
     CHECK(st.bad == 0);
+  }
   }
 }
 
@@ -373,6 +459,7 @@ TEST_CASE("sm90_fp4_moe matches the float64 reference", "[gpu][moe]") {
       {720, 200, 3, 4, 12, true, false},  {720, 200, 7, 6, 12, false, true},
       {720, 200, 16, 4, 12, true, true},  {1024, 512, 1, 6, 9, false, false},
       {1024, 512, 16, 6, 9, false, false}, {264, 72, 7, 4, 20, true, false},
+      {720, 200, 8, 6, 12, true, true},
   };
   for (const auto& c : cases) run_moe_case(rng, c);
 }

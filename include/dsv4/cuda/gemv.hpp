@@ -34,12 +34,16 @@ cudaError_t sm90_fp8_gemv(const uint8_t* w_tiled, const uint8_t* w_scale, int64_
 // benchmarks force one. kStream: persistent CTAs, bulk-copy smem ring + producer warp, cross-CTA
 // split-K. kDirect: warps load A fragments straight into registers, split-K only inside a CTA;
 // needs m * (ceil(k/128)*128 + 16) bytes of activations in shared memory (else kStream is used).
+// kDirect8: the direct kernel with 8 warps per CTA (two CTAs fit an SM). kRing: 8 warps per CTA,
+// each streaming its fragments through its own bulk-copy ring in shared memory (falls back to
+// kAuto's other choices where its shared memory does not fit).
 // Same contract, layout and workspace for all; results agree within the stated tolerance.
-enum class Fp8GemvPath : int { kAuto = 0, kStream = 1, kDirect = 2 };
+enum class Fp8GemvPath : int { kAuto = 0, kStream = 1, kDirect = 2, kDirect8 = 3, kRing = 4 };
 Fp8GemvPath sm90_fp8_gemv_choice(int64_t n, int64_t k, int m);
 cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const uint8_t* w_scale,
                                int64_t n, int64_t k, const uint16_t* x, int m, uint16_t* y,
-                               void* workspace, size_t workspace_bytes, cudaStream_t stream);
+                               void* workspace, size_t workspace_bytes, cudaStream_t stream,
+                               bool pdl = true);
 
 // ---- FP4 routed experts of one MoE layer (§3.6, §5.5) -----------------------------------------
 // Expert e's tiled w1|w3 lives at w13 + e * fp4_w13_expert_bytes(inter, hidden) and its tiled w2 at
@@ -76,5 +80,34 @@ cudaError_t sm90_fp4_moe_w2(const uint8_t* w2, int num_experts, int64_t hidden, 
                             const uint8_t* hq, const float* hs, int m, const int32_t* topk_ids,
                             int top_k, uint16_t* y, void* workspace, size_t workspace_bytes,
                             cudaStream_t stream);
+
+// ---- FP4 MoE "ring" pair (m <= 8, hidden % 8 == 0, inter % 8 == 0; sm90_fp4_moe_ring_ok) ------
+// Same numerics as the two stages above, no workspace: stage 1 writes h before quantisation,
+// bf16 [m*top_k, sm90_fp4_moe_h_stride(inter)] (h = bf16(w * silu(min(g,10)) * clamp(u,±10)),
+// columns >= inter and rows of invalid slots untouched); stage 2 quantises h per 128 (§5.1) itself.
+// pdl: launch with programmatic dependent launch (see docs/kernels.md). warps: CTA size, 8 or 16
+// (0 = the default, 8); a tuning knob for tests and benchmarks, same results. ids_early (stage 2 only):
+// read topk_ids before waiting for the previous kernel; allowed only if no kernel that may still be
+// running when this one starts writes topk_ids (sm90_fp4_moe_gemv uses it: its w1|w3 launch sits
+// between whatever produced the ids and the w2 launch).
+int64_t sm90_fp4_moe_h_stride(int64_t inter);
+bool sm90_fp4_moe_ring_ok(int64_t hidden, int64_t inter, int m, int top_k, int warps = 0);
+cudaError_t sm90_fp4_moe_w13_ring(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
+                                  const uint16_t* x, int m, const int32_t* topk_ids,
+                                  const float* topk_weights, int top_k, uint16_t* h,
+                                  cudaStream_t stream, bool pdl = true, int warps = 0);
+cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hidden, int64_t inter,
+                                 const uint16_t* h, int m, const int32_t* topk_ids, int top_k,
+                                 uint16_t* y, cudaStream_t stream, bool pdl = true,
+                                 bool ids_early = false, int warps = 0);
+
+// sm90_fp4_moe_gemv with the pair forced: kAuto takes the ring pair where it applies and m <= 2,
+// else the streaming pair; kRing fails with cudaErrorInvalidValue where the ring pair does not apply.
+enum class MoePath : int { kAuto = 0, kStream = 1, kRing = 2 };
+cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8_t* w2,
+                                   int num_experts, int64_t hidden, int64_t inter,
+                                   const uint16_t* x, int m, const int32_t* topk_ids,
+                                   const float* topk_weights, int top_k, uint16_t* y,
+                                   void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace dsv4::cuda

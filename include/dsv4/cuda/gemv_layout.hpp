@@ -60,19 +60,22 @@ inline void fp8_relayout_inverse(const uint8_t* tiled, int64_t n, int64_t k, uin
 }
 
 // ---- FP4 e2m1 experts (two codes per byte, low nibble = even k), e8m0 scale per 32 inputs ------
-// One tile = 128 rows x (kKs*32) inputs of kMats matrices (w1|w3 interleaved: kMats=2, kKs=4;
-// w2: kMats=1, kKs=8), 16384 bytes of codes followed by 1024 bytes of scales, at tile index
-// nt*KT + kt inside the expert's block of NT*KT tiles (experts back to back).
-// Codes: byte (((mat*8 + rg)*(kKs/2) + ks/2)*32 + lane)*16 + q*4 + i, with q = 2*(ks&1) + hi8,
+// One piece = one 16-row group rg of a 128-row tile nt over kKs*32 inputs (k-tile kt) of kMats
+// matrices (w1|w3 interleaved: kMats=2, kKs=4; w2: kMats=1, kKs=8): 2048 bytes of codes, then
+// 128 bytes of scales (kFp4PieceBytes = 2176). Pieces are ordered (nt*8 + rg)*KT + kt inside the
+// expert's block (experts back to back), so a row group's pieces along K are contiguous and a
+// kernel fetches any run of them with one bulk copy. A "tile" (nt, kt) is the 8 pieces rg = 0..7.
+// Codes: byte ((mat*(kKs/2) + ks/2)*32 + lane)*16 + q*4 + i of the piece, with q = 2*(ks&1) + hi8,
 // row = rg*16 + lane/4 + 8*hi8, holds k = ks*32 + (lane%4)*4 + i in its low nibble and k + 16 in
-// its high nibble, so shifting a 32-bit word's nibbles into e4m3 position yields the A-fragment
-// registers a0|a2 (hi8 = 0) or a1|a3 (hi8 = 1) directly (value x 2^-6, exact).
-// Scales: byte 16384 + ((mat*8 + rg)*16 + r16)*kKs + ks = scale[row = rg*16 + r16][kblock32 = ks].
+// its high nibble, so shifting a 32-bit word's nibbles into e4m3 (or f16) position yields an MMA
+// A-fragment register directly (value x 2^-6 for e4m3, x 2^-14 for f16; exact).
+// Scales: byte 2048 + (mat*16 + r16)*kKs + ks of the piece = scale[row = rg*16 + r16][kblock32 = ks].
 inline constexpr int kFp4TileRows = 128;
-inline constexpr int kFp4CodeBytes = 16384;
-inline constexpr int kFp4TileBytes = 16384 + 1024;
-inline constexpr int kFp4W13Ks = 4;  // w1|w3 tile: 128 inputs of each of 2 matrices
-inline constexpr int kFp4W2Ks = 8;   // w2 tile: 256 inputs
+inline constexpr int kFp4PieceCodeBytes = 2048;
+inline constexpr int kFp4PieceBytes = 2048 + 128;
+inline constexpr int kFp4TileBytes = 8 * kFp4PieceBytes;
+inline constexpr int kFp4W13Ks = 4;  // w1|w3 piece: 128 inputs of each of 2 matrices
+inline constexpr int kFp4W2Ks = 8;   // w2 piece: 256 inputs
 
 inline int64_t fp4_w13_k_tiles(int64_t hidden) { return ceil_div(hidden, 32 * kFp4W13Ks); }
 inline int64_t fp4_w2_k_tiles(int64_t inter) { return ceil_div(inter, 32 * kFp4W2Ks); }
@@ -86,15 +89,15 @@ inline size_t fp4_w2_expert_bytes(int64_t hidden, int64_t inter) {
 
 namespace detail {
 // Calls code(mat, row, k, byte_offset, nibble_shift) for every nibble and
-// scale(mat, row, kblock32, byte_offset) for every scale byte of one expert's tiled block.
+// scale(mat, row, kblock32, byte_offset) for every scale byte of one expert's block of pieces.
 template <int Mats, int Ks, class FC, class FS>
 inline void fp4_tile_walk(int64_t n, int64_t k, FC&& code, FS&& scale) {
   const int64_t kt_n = ceil_div(k, 32 * Ks), nt_n = ceil_div(n, 128);
   for (int64_t nt = 0; nt < nt_n; ++nt)
     for (int64_t kt = 0; kt < kt_n; ++kt) {
-      const int64_t base = (nt * kt_n + kt) * kFp4TileBytes;
-      for (int mat = 0; mat < Mats; ++mat)
-        for (int rg = 0; rg < 8; ++rg) {
+      for (int rg = 0; rg < 8; ++rg) {
+        const int64_t base = ((nt * 8 + rg) * kt_n + kt) * kFp4PieceBytes;
+        for (int mat = 0; mat < Mats; ++mat) {
           for (int ks = 0; ks < Ks; ++ks)
             for (int lane = 0; lane < 32; ++lane)
               for (int hi8 = 0; hi8 < 2; ++hi8)
@@ -102,16 +105,16 @@ inline void fp4_tile_walk(int64_t n, int64_t k, FC&& code, FS&& scale) {
                   const int q = 2 * (ks & 1) + hi8;
                   const int64_t row = nt * 128 + rg * 16 + lane / 4 + 8 * hi8;
                   const int64_t kk = kt * Ks * 32 + ks * 32 + (lane % 4) * 4 + i;
-                  const int64_t off =
-                      base + (((mat * 8 + rg) * (Ks / 2) + ks / 2) * 32 + lane) * 16 + q * 4 + i;
+                  const int64_t off = base + ((mat * (Ks / 2) + ks / 2) * 32 + lane) * 16 + q * 4 + i;
                   code(mat, row, kk, off, 0);
                   code(mat, row, kk + 16, off, 4);
                 }
           for (int r16 = 0; r16 < 16; ++r16)
             for (int ks = 0; ks < Ks; ++ks)
               scale(mat, nt * 128 + rg * 16 + r16, kt * Ks + ks,
-                    base + kFp4CodeBytes + ((mat * 8 + rg) * 16 + r16) * Ks + ks);
+                    base + kFp4PieceCodeBytes + (mat * 16 + r16) * Ks + ks);
         }
+      }
     }
 }
 
