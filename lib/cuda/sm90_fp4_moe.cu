@@ -29,7 +29,7 @@ bool shape_ok(int num_experts, int64_t hidden, int64_t inter, int m, int top_k) 
     case 6: break;
     default: return false;
   }
-  return num_experts >= 1 && hidden >= 8 && hidden % 8 == 0 && hidden <= (int64_t{1} << 20) &&
+  return num_experts >= 1 && num_experts <= (1 << 20) && hidden >= 8 && hidden % 8 == 0 && hidden <= (int64_t{1} << 20) &&
          inter >= 2 && inter % 2 == 0 && inter <= (int64_t{1} << 20) && m >= 1 &&
          m <= kGemvMaxTokens;
 }
@@ -79,7 +79,8 @@ RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top
     p.grid = std::min(nrg / p.g2, d.sms);
     p.jmax = static_cast<int>(ceil_div(ceil_div(int64_t{p.g2} * P * p.kt, rp.warps), p.kt)) + 1;
   }
-  const int64_t half_sm = d.smem_per_sm / 2 - 1024, optin = d.smem_optin - 1024;
+  // 16 warps x ~105 registers never fit two CTAs per SM: only the 8-warp variant tries.
+  const int64_t half_sm = rp.warps == 8 ? d.smem_per_sm / 2 - 1024 : 0, optin = d.smem_optin - 1024;
   for (int64_t budget : {half_sm, optin}) {
     for (int depth = kMaxDepth; depth >= 3 && !rp.ok; --depth) {
       const MRLayout L = mr_layout(w2, rp.warps, m, top_k, p.kt, depth, p.g2, p.jmax);
@@ -106,16 +107,24 @@ cudaError_t launch_ring_moe(const RingMoePlan& rp, const DeviceInfo& d, cudaStre
 struct MoeWs {
   size_t w13 = 0, w2 = 0, hq = 0, hs = 0, total = 0;
 };
+// Regions: [w1|w3 streaming workspace][w2 streaming workspace][hq][hs]. The first two are sized
+// for the largest m so that the w2 kernel's counters sit at the same offset for every m (a
+// workspace shared by launches of different m must never show one's partials as the other's
+// counters). The ring pair keeps h (bf16) in the hq/hs area, never over counters.
 MoeWs moe_ws(int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d) {
   MoeWs w;
   const int64_t pairs = int64_t{m} * top_k, stride = sm90_fp4_moe_hq_stride(inter);
+  size_t b13 = 0, b2 = 0;
+  for (int mm = 1; mm <= kGemvMaxTokens; ++mm) {
+    b13 = std::max(b13, w13_plan(hidden, inter, mm, top_k, d).ws_bytes);
+    b2 = std::max(b2, w2_plan(hidden, inter, mm, top_k, d).ws_bytes);
+  }
   w.w13 = 0;
-  w.w2 = align256(w13_plan(hidden, inter, m, top_k, d).ws_bytes);
-  w.hq = w.w2 + align256(w2_plan(hidden, inter, m, top_k, d).ws_bytes);
+  w.w2 = align256(b13);
+  w.hq = w.w2 + align256(b2);
   w.hs = w.hq + align256(static_cast<size_t>(pairs * stride));
   w.total = w.hs + align256(static_cast<size_t>(pairs * (stride / 128)) * 4);
-  // The ring pair keeps h (bf16) at the start of the workspace instead.
-  w.total = std::max(w.total, align256(static_cast<size_t>(pairs * sm90_fp4_moe_h_stride(inter)) * 2));
+  w.total = std::max(w.total, w.hq + align256(static_cast<size_t>(pairs * sm90_fp4_moe_h_stride(inter)) * 2));
   return w;
 }
 }  // namespace
@@ -178,20 +187,28 @@ cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hid
                        : launch_ring_moe<moe_ring_detail::moe_w2_ring_kernel<16>>(rp, d, stream, pdl);
 }
 
+// Each query returns the largest need of any m' <= m: a workspace sized for m serves every
+// smaller m too (the counters' offsets never depend on m).
 size_t sm90_fp4_moe_w13_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
   DeviceInfo d;
   if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return 0;
-  return w13_plan(hidden, inter, m, top_k, d).ws_bytes;
+  size_t b = 0;
+  for (int mm = 1; mm <= m; ++mm) b = std::max(b, w13_plan(hidden, inter, mm, top_k, d).ws_bytes);
+  return b;
 }
 size_t sm90_fp4_moe_w2_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
   DeviceInfo d;
   if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return 0;
-  return w2_plan(hidden, inter, m, top_k, d).ws_bytes;
+  size_t b = 0;
+  for (int mm = 1; mm <= m; ++mm) b = std::max(b, w2_plan(hidden, inter, mm, top_k, d).ws_bytes);
+  return b;
 }
 size_t sm90_fp4_moe_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k) {
   DeviceInfo d;
   if (!shape_ok(1, hidden, inter, m, top_k) || device_info(&d) != cudaSuccess) return 0;
-  return moe_ws(hidden, inter, m, top_k, d).total;
+  size_t b = 0;
+  for (int mm = 1; mm <= m; ++mm) b = std::max(b, moe_ws(hidden, inter, mm, top_k, d).total);
+  return b;
 }
 
 cudaError_t sm90_fp4_moe_w13(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
@@ -300,7 +317,7 @@ cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8
   if (path == MoePath::kRing ? ring_fits : (path == MoePath::kAuto && ring_fits && m <= 2)) {
     // h lives at the workspace start; w2 reads the ids before its PDL wait: the w1|w3 launch in
     // between ran its own wait on whatever produced them.
-    auto* h = reinterpret_cast<uint16_t*>(ws);
+    auto* h = reinterpret_cast<uint16_t*>(ws + w.hq);
     DSV4_GEMV_TRY(sm90_fp4_moe_w13_ring(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,
                                         top_k, h, stream, true));
     return sm90_fp4_moe_w2_ring(w2, num_experts, hidden, inter, h, m, topk_ids, top_k, y, stream, true,

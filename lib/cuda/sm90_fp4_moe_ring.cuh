@@ -71,19 +71,23 @@ __host__ __device__ inline MRLayout mr_layout(bool w2, int warps, int m, int top
 
 // Quantises `rows` bf16 rows (x_stride elements apart) per 1x128 block (spec §5.1) and stages the
 // e4m3 values as f16 (exact): xs row r at r * xs_stride bytes, KQ blocks (zeros past k), scales
-// sxs[r * KQ + b] * smul; then zeroes row `rows`. Needs all kThreads threads; no barrier inside.
+// sxs[r * KQ + b] * smul; then zeroes row `rows`. Rows with row_expert[r] < 0 (when given) are
+// staged as zeros without reading x (their h was never written). Needs all kThreads threads; no
+// barrier inside.
 template <int kThreads>
 __device__ __forceinline__ void stage_act_f16(const uint16_t* x, int rows, int k, int KQ, uint8_t* xs,
-                                              int xs_stride, float* sxs, int64_t x_stride, float smul) {
+                                              int xs_stride, float* sxs, int64_t x_stride, float smul,
+                                              const int* row_expert = nullptr) {
   const int tid = threadIdx.x, sub = tid & 7, nblk = rows * KQ;
   for (int q0 = 0; q0 < nblk; q0 += kThreads / 8) {
     const int q = q0 + (tid >> 3);
     const bool act = q < nblk;
     const int r = act ? q / KQ : 0, b = act ? q % KQ : 0, kk = b * 128 + sub * 16;
+    const bool load = act && (!row_expert || row_expert[r] >= 0);
     uint4 u[2] = {make_uint4(0, 0, 0, 0), make_uint4(0, 0, 0, 0)};
 #pragma unroll
     for (int half = 0; half < 2; ++half)
-      if (act && kk + half * 8 < k) u[half] = __ldg(reinterpret_cast<const uint4*>(x + r * x_stride + kk + half * 8));
+      if (load && kk + half * 8 < k) u[half] = __ldg(reinterpret_cast<const uint4*>(x + r * x_stride + kk + half * 8));
     float v[16];
     float amax = 0.f;
 #pragma unroll
@@ -394,7 +398,7 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
     gemv_detail::pdl_trigger();
   }
   // h of every slot, per 1x128 block (§5.1), zero past `inter`; 2^6 of the FP4 decode on the scale.
-  stage_act_f16<kT>(p.x, P, p.k, KQ, xs, L.xs_stride, sxs, p.x_stride, 1.f);  // 2^14: see w13
+  stage_act_f16<kT>(p.x, P, p.k, KQ, xs, L.xs_stride, sxs, p.x_stride, 1.f, rt->expert);  // 2^14: see w13
   __syncthreads();
 
   const int ROWS = G2 * 16;

@@ -133,10 +133,15 @@ Fp8GemvPath choose(const DirectPlan& dp) {
 }
 }  // namespace
 
+static_assert(kGemvMaxTokens == gemv_detail::kMaxTokensCap, "workspace counters are sized for kGemvMaxTokens");
+
+// The largest need of any m' <= m: a workspace sized for m serves every smaller m as well.
 size_t sm90_fp8_gemv_workspace_bytes(int64_t n, int64_t k, int m) {
   DeviceInfo d;
   if (n < 1 || k < 1 || m < 1 || m > kGemvMaxTokens || device_info(&d) != cudaSuccess) return 0;
-  return fp8_plan(n, k, m, d).ws_bytes;
+  size_t bytes = 0;
+  for (int mm = 1; mm <= m; ++mm) bytes = std::max(bytes, fp8_plan(n, k, mm, d).ws_bytes);
+  return bytes;
 }
 
 Fp8GemvPath sm90_fp8_gemv_choice(int64_t n, int64_t k, int m) {

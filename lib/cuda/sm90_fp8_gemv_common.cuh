@@ -27,6 +27,7 @@ enum Kind : int { kFp8 = 0, kFp4W13 = 1, kFp4W2 = 2 };
 constexpr int kWarps = 8;  // consumer warps; warp w owns rows w*16..w*16+15 of every tile
 constexpr int kThreads = (kWarps + 1) * 32;
 constexpr int kMaxPairs = 128;       // m * top_k <= 16 * 6 = 96
+constexpr int kMaxTokensCap = 16;    // = kGemvMaxTokens (gemv.hpp; checked in the launchers)
 constexpr int kMaxStages = 8;
 constexpr int kRawBytesMax = 32768;  // bf16 staging for the in-kernel activation quantisation
 constexpr int kFixedSmem = 9216;     // barriers, routing tables / FP8 scales, amax, contributors
@@ -169,6 +170,11 @@ __device__ __forceinline__ uint32_t load_acquire(const uint32_t* counter) {
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(counter) : "memory");
   return v;
 }
+__device__ __forceinline__ int32_t load_relaxed(const int32_t* p) {
+  int32_t v;
+  asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
 __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(kWarps * 32) : "memory");
 }
@@ -246,11 +252,13 @@ __device__ void build_routing(const Params& p, Routing* rt) {
   const int tid = threadIdx.x;
   bool valid = false;
   if (tid < P) {
-    const int e = __ldg(p.ids + tid);
+    // Coherent loads (not the read-only path): the ids may have been written by a kernel that
+    // finished while this one was already resident (PDL, see the ring w2 kernel's ids_early).
+    const int e = load_relaxed(p.ids + tid);
     valid = e >= 0 && e < p.num_experts;
     rt->expert[tid] = valid ? e : -1;
     rt->key[tid] = valid ? e * kMaxPairs + tid : 0x7fff0000 + tid;
-    rt->weight[tid] = p.topw ? __ldg(p.topw + tid) : 0.f;
+    rt->weight[tid] = p.topw ? __int_as_float(load_relaxed(reinterpret_cast<const int32_t*>(p.topw) + tid)) : 0.f;
   }
   const int nvalid = __syncthreads_count(valid);
   if (tid < P) {
@@ -269,7 +277,7 @@ __device__ void build_routing(const Params& p, Routing* rt) {
   if (tid < p.m) {
     int c = 0;
     for (int j = 0; j < p.top_k; ++j) {
-      const int e = __ldg(p.ids + tid * p.top_k + j);
+      const int e = load_relaxed(p.ids + tid * p.top_k + j);
       c += e >= 0 && e < p.num_experts;
     }
     rt->tok_count[tid] = c;
@@ -870,10 +878,13 @@ inline Plan make_plan(int kind, int nh, int m, int top_k, int64_t nt, int64_t kt
       break;
     }
   }
+  // Counters first, sized for the largest m (kMaxTokensCap): their offsets do not depend on m, so
+  // a workspace that served one m never presents another m's partials as counters.
   const int regs = mats * nh * 4;
+  const int64_t units_cap = (kind == kFp8 ? 1 : int64_t{kMaxTokensCap} * top_k) * nt;
   size_t off = 0;
   pl.off_cnt1 = off;
-  off = align256(off + pl.units_max * 4);
+  off = align256(off + units_cap * 4);
   pl.off_cnt2 = off;
   off = align256(off + nt * 4);
   pl.off_partials = off;

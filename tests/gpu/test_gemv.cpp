@@ -409,6 +409,7 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
   }
 
   // ---- both stages through the one-call API (each pair), end-to-end reference, twice ----
+  std::vector<uint16_t> stream_y;
   for (auto path : {dc::MoePath::kStream, dc::MoePath::kRing}) {
   if (path == dc::MoePath::kRing && !ring) continue;
   CAPTURE(static_cast<int>(path));
@@ -425,6 +426,7 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
       break;
     }
     first = y;
+    if (path == dc::MoePath::kStream) stream_y = y;
     ErrStat st;
     for (int t = 0; t < m; ++t)
       for (int64_t o = 0; o < H; ++o) {
@@ -445,6 +447,29 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
     CHECK(st.nonfinite == 0);
     CHECK(st.bad == 0);
   }
+  }
+
+  // ---- one workspace sized for m = 16 serves every m and both pairs, in any order: launches of
+  // other m (first token only) and of the ring pair in between leave the streaming pair's result
+  // bit-identical (its counters sit at offsets that do not depend on m) ----
+  {
+    const size_t ws16 = dc::sm90_fp4_moe_workspace_bytes(H, I, 16, K);
+    REQUIRE(ws16 >= wsall);
+    DevBuf big(ws16), dy1(size_t(H) * 2);
+    REQUIRE(cudaMemset(big.p, 0, ws16) == cudaSuccess);
+    auto launch = [&](dc::MoePath path, int mm, uint16_t* out) {
+      return dc::sm90_fp4_moe_gemv_path(path, d13.as<uint8_t>(), d2.as<uint8_t>(), E, H, I, dx.as<uint16_t>(), mm,
+                                        dids.as<int32_t>(), dtw.as<float>(), K, out, big.p, ws16, nullptr);
+    };
+    REQUIRE(launch(dc::MoePath::kAuto, 1, dy1.as<uint16_t>()) == cudaSuccess);
+    REQUIRE(launch(dc::MoePath::kStream, 1, dy1.as<uint16_t>()) == cudaSuccess);
+    if (ring) REQUIRE(launch(dc::MoePath::kRing, m, dy.as<uint16_t>()) == cudaSuccess);
+    REQUIRE(cudaMemset(dy.p, 0xff, size_t(m * H) * 2) == cudaSuccess);
+    REQUIRE(launch(dc::MoePath::kStream, m, dy.as<uint16_t>()) == cudaSuccess);
+    REQUIRE(launch(dc::MoePath::kStream, 1, dy1.as<uint16_t>()) == cudaSuccess);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    auto y = download<uint16_t>(dy, size_t(m * H));
+    CHECK(std::memcmp(stream_y.data(), y.data(), y.size() * 2) == 0);
   }
 }
 

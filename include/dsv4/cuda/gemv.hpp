@@ -16,8 +16,9 @@ inline constexpr int kGemvMaxTokens = 16;
 // Workspace rules (all launchers): `workspace` is device memory of at least the queried size,
 // zero-filled once after allocation (cudaMemsetAsync); the kernels leave their counters at zero
 // again, so it can be reused by later launches in stream order (and inside CUDA graphs). One
-// workspace must not be used by two launches that may run concurrently. Sizes depend on the
-// current device's SM count, so query them on the device that launches.
+// workspace must not be used by two launches that may run concurrently. A workspace sized for m
+// serves every launch with m' <= m (other arguments equal). Sizes depend on the current device's
+// SM count, so query them on the device that launches.
 
 // ---- FP8 block-scaled linear: y[m, n] = bf16( sum_kb sx[m,kb] s[n/128,kb] sum_k qx qw ) (§5.4) ----
 // w_tiled: fp8_relayout() of the e4m3 [n, k] weight (fp8_tiled_bytes(n, k) bytes, 16-byte aligned).
