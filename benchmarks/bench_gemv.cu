@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "dsv4/cuda/gemv.hpp"
+#include "dsv4/cuda/gemv_diag.hpp"
 #include "dsv4/cuda/gemv_layout.hpp"
 
 #define CK(x)                                                                                   \
@@ -471,6 +472,21 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
       }
     }
     const std::string tag = "routed x" + std::to_string(top_k);
+    if (m == 1 && r2 > 0) {
+      // Stage breakdown of the ring w2 kernel (timing-only variants, garbage outputs).
+      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
+      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
+      std::printf("ring w2 x%d m=1 stage breakdown, us: full %.2f", top_k, r2);
+      for (int v : {1, 2, 3})
+        std::printf(" | %s %.2f", v == 1 ? "no decode" : v == 2 ? "no mma" : "neither",
+                    time_graph(
+                        [&](int i, cudaStream_t s) {
+                          CK(dc::sm90_fp4_moe_w2_ring_variant(v, w2.as<uint8_t>(), E, H, I, hb.as<uint16_t>(), m,
+                                                              idp(i), top_k, y.as<uint16_t>(), s, true, true, 8));
+                        },
+                        reps, st));
+      std::printf("\n");
+    }
     const double u13 = r13 > 0 ? r13 : us13, u2 = r2 > 0 ? r2 : us2;
     Row r13r{tag + " w1|w3", "4096x4096", m, by13 / 1e6, u13, by13 / u13 / 1e6, lt13, ltk};
     Row r2r{tag + " w2", "4096x2048", m, by2 / 1e6, u2, by2 / u2 / 1e6, lt2, ltk};

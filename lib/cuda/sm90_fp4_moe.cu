@@ -163,9 +163,24 @@ cudaError_t sm90_fp4_moe_w13_ring(const uint8_t* w13, int num_experts, int64_t h
                        : launch_ring_moe<moe_ring_detail::moe_w13_ring_kernel<16>>(rp, d, stream, pdl);
 }
 
+cudaError_t sm90_fp4_moe_w2_ring_variant(int variant, const uint8_t* w2, int num_experts, int64_t hidden,
+                                         int64_t inter, const uint16_t* h, int m, const int32_t* topk_ids,
+                                         int top_k, uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early,
+                                         int warps);
+
 cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hidden, int64_t inter,
                                  const uint16_t* h, int m, const int32_t* topk_ids, int top_k,
                                  uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early, int warps) {
+  return sm90_fp4_moe_w2_ring_variant(0, w2, num_experts, hidden, inter, h, m, topk_ids, top_k, y, stream, pdl,
+                                      ids_early, warps);
+}
+
+// Diagnostic entry (include/dsv4/cuda/gemv_diag.hpp): variant 1..3 are timing-only kernels.
+cudaError_t sm90_fp4_moe_w2_ring_variant(int variant, const uint8_t* w2, int num_experts, int64_t hidden,
+                                         int64_t inter, const uint16_t* h, int m, const int32_t* topk_ids,
+                                         int top_k, uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early,
+                                         int warps) {
+  if (variant < 0 || variant > 3) return cudaErrorInvalidValue;
   if (!w2 || !h || !topk_ids || !y) return cudaErrorInvalidValue;
   if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
   if (!aligned16(w2) || !aligned16(h)) return cudaErrorInvalidValue;
@@ -183,8 +198,14 @@ cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hid
   rp.p.out = y;
   rp.p.out_stride = hidden;
   rp.p.ids_early = ids_early ? 1 : 0;
-  return rp.warps == 8 ? launch_ring_moe<moe_ring_detail::moe_w2_ring_kernel<8>>(rp, d, stream, pdl)
-                       : launch_ring_moe<moe_ring_detail::moe_w2_ring_kernel<16>>(rp, d, stream, pdl);
+  using namespace moe_ring_detail;
+  if (rp.warps == 16) return launch_ring_moe<moe_w2_ring_kernel<16>>(rp, d, stream, pdl);
+  switch (variant) {
+    case 1: return launch_ring_moe<moe_w2_ring_kernel<8, 1>>(rp, d, stream, pdl);
+    case 2: return launch_ring_moe<moe_w2_ring_kernel<8, 2>>(rp, d, stream, pdl);
+    case 3: return launch_ring_moe<moe_w2_ring_kernel<8, 3>>(rp, d, stream, pdl);
+    default: return launch_ring_moe<moe_w2_ring_kernel<8>>(rp, d, stream, pdl);
+  }
 }
 
 // Each query returns the largest need of any m' <= m: a workspace sized for m serves every

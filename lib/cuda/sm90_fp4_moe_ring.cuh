@@ -160,13 +160,30 @@ __device__ __forceinline__ uint32_t f16x2_of(uint32_t t, int i) {
 // inputs k0 + 4tq + i in their low nibbles and k0 + 16 + 4tq + i in their high nibbles (byte i);
 // the two m16n8k16 MMAs take the low and the high nibbles with the MMA's k index j mapped to
 // 4tq + (j & 1) + 2*(j >= 8): b (f16, 4 per lane) holds x[k0 + 4tq .. +3] and x[k0 + 16 + 4tq .. +3].
+// kVar != 0: timing-only variants of the w2 kernel (bench_gemv's stage breakdown, garbage results):
+// 1 = no FP4 decode (raw code words fed to the MMAs), 2 = no MMA (decode kept alive by xor),
+// 3 = neither (only the piece stream and the scale math).
+template <int kVar = 0>
 __device__ __forceinline__ void fp4_step(uint32_t wg, uint32_t wg8, uint32_t scg, uint32_t scg8, int k4,
                                          uint2 blo, uint2 bhi, float (&tt)[4]) {
   float c[4] = {0.f, 0.f, 0.f, 0.f};
+  if constexpr (kVar == 1) {
+    mma_f16(c, wg, wg8, wg ^ 1u, wg8 ^ 1u, blo.x, blo.y);
+    mma_f16(c, wg ^ 2u, wg8 ^ 2u, wg ^ 3u, wg8 ^ 3u, bhi.x, bhi.y);
+  } else if constexpr (kVar == 2) {
+    const uint32_t lg = fp4_lo_f16hi(wg), lg8 = fp4_lo_f16hi(wg8), hg = fp4_hi_f16hi(wg), hg8 = fp4_hi_f16hi(wg8);
+    const uint32_t v = f16x2_of(lg, 0) ^ f16x2_of(lg8, 0) ^ f16x2_of(lg, 2) ^ f16x2_of(lg8, 2) ^ f16x2_of(hg, 0) ^
+                       f16x2_of(hg8, 0) ^ f16x2_of(hg, 2) ^ f16x2_of(hg8, 2) ^ blo.x ^ blo.y ^ bhi.x ^ bhi.y;
+    c[0] = __uint_as_float(v & 0x3fffffffu);
+  } else if constexpr (kVar == 3) {
+    c[0] = __uint_as_float((wg ^ wg8 ^ blo.x ^ bhi.y) & 0x3fffffffu);
+  }
+  if constexpr (kVar == 0) {
   const uint32_t lg = fp4_lo_f16hi(wg), lg8 = fp4_lo_f16hi(wg8);
   mma_f16(c, f16x2_of(lg, 0), f16x2_of(lg8, 0), f16x2_of(lg, 2), f16x2_of(lg8, 2), blo.x, blo.y);
   const uint32_t hg = fp4_hi_f16hi(wg), hg8 = fp4_hi_f16hi(wg8);
   mma_f16(c, f16x2_of(hg, 0), f16x2_of(hg8, 0), f16x2_of(hg, 2), f16x2_of(hg8, 2), bhi.x, bhi.y);
+  }
   const float swg = e8m0_fast((scg >> (8 * k4)) & 0xffu), swg8 = e8m0_fast((scg8 >> (8 * k4)) & 0xffu);
   tt[0] = fmaf(c[0], swg, tt[0]);
   tt[1] = fmaf(c[1], swg, tt[1]);
@@ -340,7 +357,7 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
 }
 
 // ---- stage 2: w2 + expert sum -----------------------------------------------------------------
-template <int kW>
+template <int kW, int kVar = 0>
 __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __grid_constant__ MRParams p) {
   constexpr int kT = kW * 32;
   extern __shared__ __align__(128) uint8_t smem[];
@@ -454,8 +471,8 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
           const int ks = kb2 * 4 + k4;
           const uint8_t* src = xrow + (kt * 256 + ks * 32) * 2;
           const uint4& w4 = a[ks / 2];
-          fp4_step((ks & 1) ? w4.z : w4.x, (ks & 1) ? w4.w : w4.y, scg, scg8, k4,
-                   *reinterpret_cast<const uint2*>(src), *reinterpret_cast<const uint2*>(src + 32), tt);
+          fp4_step<kVar>((ks & 1) ? w4.z : w4.x, (ks & 1) ? w4.w : w4.y, scg, scg8, k4,
+                         *reinterpret_cast<const uint2*>(src), *reinterpret_cast<const uint2*>(src + 32), tt);
         }
         const float s0 = sxs[cpair[0] * KQ + kt * 2 + kb2], s1 = sxs[cpair[1] * KQ + kt * 2 + kb2];
         acc[0] = fmaf(tt[0], s0, acc[0]);
