@@ -18,11 +18,7 @@
 #include "sm90_fp8_gemv_direct.cuh"
 
 namespace dsv4::cuda::moe_ring_detail {
-using gemv_detail::bulk_load;
 using gemv_detail::e8m0_fast;
-using gemv_detail::mbar_expect_tx;
-using gemv_detail::mbar_init;
-using gemv_detail::mbar_wait;
 using gemv_detail::Routing;
 
 constexpr int kMaxW = 16;   // warps per CTA: 8 (two CTAs per SM) or 16 (more warps to hide latency)
@@ -203,8 +199,8 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
   float* sxs = reinterpret_cast<float*>(smem + L.sxs);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   const int KT = p.kt, D = p.depth, grid = p.grid;
-  uint64_t* mybar = reinterpret_cast<uint64_t*>(smem + L.bars) + warp * kMaxDepth;
-  uint8_t* myring = smem + L.ring + warp * D * kSlot;
+  gemv_detail::WarpRing ring(reinterpret_cast<uint64_t*>(smem + L.bars) + warp * kMaxDepth,
+                             smem + L.ring + warp * D * kSlot, kSlot, D);
 
   gemv_detail::pdl_wait();  // ids and x may come from the previous kernel
   gemv_detail::pdl_trigger();
@@ -232,25 +228,19 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
   while (nu_w < nu && (bx + nu_w * grid) * G + lrg < U) ++nu_w;
   const int total = nu_w * nk;
 
-  int ij = 0, ic = 0, islot = 0, issued = 0;
-  uint64_t pol = 0;
+  int ij = 0, ic = 0, issued = 0;
   auto issue_next = [&]() {
     const int f = (bx + ij * grid) * G + lrg, c = f / nrg, rg = f - c * nrg;
-    const uint8_t* src = p.w + rt->chunk_expert[c] * p.expert_stride +
-                         (static_cast<int64_t>(rg) * KT + kb + ic) * kFp4PieceBytes;
-    mbar_expect_tx(mybar + islot, kSlot);
-    bulk_load(myring + islot * kSlot, src, kSlot, mybar + islot, pol);
+    ring.issue(p.w + rt->chunk_expert[c] * p.expert_stride + (static_cast<int64_t>(rg) * KT + kb + ic) * kFp4PieceBytes);
     if (++ic == nk) {
       ic = 0;
       ++ij;
     }
-    if (++islot == D) islot = 0;
+    ++issued;
   };
   if (lane == 0) {
-    for (int i = 0; i < D; ++i) mbar_init(mybar + i, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    pol = gemv_detail::evict_first_policy();
-    for (; issued < min(D, total); ++issued) issue_next();
+    ring.init();
+    while (issued < min(D, total)) issue_next();
   }
   __syncwarp();
   // x per 1x128 block; the FP4 codes decode to value x 2^-6, so 2^6 rides on the x scales.
@@ -259,8 +249,6 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
   stage_act_f16<kT>(p.x, p.m, p.k, KT, xs, L.xs_stride, sxs, p.x_stride, 1.f);
   __syncthreads();
 
-  int cslot = 0;
-  uint32_t cphase = 0;
   for (int j = 0; j < nu; ++j) {
     const bool valid = j < nu_w;
     const int f = (bx + j * grid) * G + lrg;
@@ -278,8 +266,7 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
       for (int r = 0; r < 4; ++r) acc[a][r] = 0.f;
     if (valid) {
       for (int kk = kb; kk < ke; ++kk) {
-        mbar_wait(mybar + cslot, cphase);
-        const uint8_t* piece = myring + cslot * kSlot;
+        const uint8_t* piece = ring.wait();
         uint4 a[2][2];
         uint32_t sc[2][2];
 #pragma unroll
@@ -292,14 +279,8 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
             sc[mat][hi] = *reinterpret_cast<const uint32_t*>(piece + 2048 + mat * 64 + (g + 8 * hi) * 4);
         }
         __syncwarp();  // every lane has its operands: the slot may be refilled
-        if (lane == 0 && issued < total) {
-          issue_next();
-          ++issued;
-        }
-        if (++cslot == D) {
-          cslot = 0;
-          cphase ^= 1u;
-        }
+        if (lane == 0 && issued < total) issue_next();
+        ring.next();
         uint2 b[4][2];
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) {
@@ -369,8 +350,8 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
   float* sxs = reinterpret_cast<float*>(smem + L.sxs);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   const int KT = p.kt, KQ = 2 * KT, D = p.depth, grid = p.grid, G2 = p.g2, P = p.m * p.top_k;
-  uint64_t* mybar = reinterpret_cast<uint64_t*>(smem + L.bars) + warp * kMaxDepth;
-  uint8_t* myring = smem + L.ring + warp * D * kSlot;
+  gemv_detail::WarpRing ring(reinterpret_cast<uint64_t*>(smem + L.bars) + warp * kMaxDepth,
+                             smem + L.ring + warp * D * kSlot, kSlot, D);
 
   // ids_early: the caller guarantees no kernel still running may write ids (e.g. the w1|w3 launch
   // sits between the router and this one), so routing and the first weights precede pdl_wait().
@@ -388,26 +369,20 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
   const int q0 = warp * Lp / kW, q1 = (warp + 1) * Lp / kW, per_unit = q1 - q0;
   const int total = nu * per_unit;
 
-  int ij = 0, iq = q0, islot = 0, issued = 0;
-  uint64_t pol = 0;
+  int ij = 0, iq = q0, issued = 0;
   auto issue_next = [&]() {
     const int seg = iq / KT, kt = iq - seg * KT, rl = seg / nch, c = seg - rl * nch;
     const int rg = (bx + ij * grid) * G2 + rl;
-    const uint8_t* src = p.w + rt->chunk_expert[c] * p.expert_stride +
-                         (static_cast<int64_t>(rg) * KT + kt) * kFp4PieceBytes;
-    mbar_expect_tx(mybar + islot, kSlot);
-    bulk_load(myring + islot * kSlot, src, kSlot, mybar + islot, pol);
+    ring.issue(p.w + rt->chunk_expert[c] * p.expert_stride + (static_cast<int64_t>(rg) * KT + kt) * kFp4PieceBytes);
     if (++iq == q1) {
       iq = q0;
       ++ij;
     }
-    if (++islot == D) islot = 0;
+    ++issued;
   };
   if (lane == 0) {
-    for (int i = 0; i < D; ++i) mbar_init(mybar + i, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    pol = gemv_detail::evict_first_policy();
-    for (; issued < min(D, total); ++issued) issue_next();
+    ring.init();
+    while (issued < min(D, total)) issue_next();
   }
   __syncwarp();
   if (p.ids_early) {
@@ -419,8 +394,6 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
   __syncthreads();
 
   const int ROWS = G2 * 16;
-  int cslot = 0;
-  uint32_t cphase = 0;
   for (int j = 0; j < nu; ++j) {
     const int cu = bx + j * grid;
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
@@ -445,23 +418,16 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
 #pragma unroll
         for (int e = 0; e < 2; ++e) cpair[e] = rt->sorted[cfirst + min(2 * tq + e, ccount - 1)];
       }
-      mbar_wait(mybar + cslot, cphase);
-      const uint8_t* piece = myring + cslot * kSlot;
+      const uint8_t* piece = ring.wait();
       uint4 a[4];
 #pragma unroll
       for (int kp = 0; kp < 4; ++kp) a[kp] = *reinterpret_cast<const uint4*>(piece + kp * 512 + lane * 16);
       uint2 sc[2];
 #pragma unroll
       for (int hi = 0; hi < 2; ++hi) sc[hi] = *reinterpret_cast<const uint2*>(piece + 2048 + (g + 8 * hi) * 8);
-      __syncwarp();
-      if (lane == 0 && issued < total) {
-        issue_next();
-        ++issued;
-      }
-      if (++cslot == D) {
-        cslot = 0;
-        cphase ^= 1u;
-      }
+      __syncwarp();  // every lane has its operands: the slot may be refilled
+      if (lane == 0 && issued < total) issue_next();
+      ring.next();
 #pragma unroll
       for (int kb2 = 0; kb2 < 2; ++kb2) {
         float tt[4] = {0.f, 0.f, 0.f, 0.f};

@@ -152,6 +152,40 @@ __device__ __forceinline__ void bulk_load_plain(void* dst, const void* src, uint
       "l"(src), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
 }
+// One warp's ring of `depth` shared-memory slots of `slot_bytes`, one mbarrier per slot (the ring
+// kernels): lane 0 fills slots in order with one bulk copy each (init, issue); every lane waits for
+// the oldest slot (wait), reads it, and moves on (next); lane 0 may refill a slot once the warp has
+// passed a __syncwarp after reading it.
+struct WarpRing {
+  uint64_t* bar;
+  uint8_t* base;
+  int slot_bytes, depth;
+  int islot = 0, cslot = 0;
+  uint32_t cphase = 0;
+  uint64_t pol = 0;
+  __device__ WarpRing(uint64_t* b, uint8_t* s, int bytes, int d) : bar(b), base(s), slot_bytes(bytes), depth(d) {}
+  __device__ void init() {  // lane 0
+    for (int i = 0; i < depth; ++i) mbar_init(bar + i, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    pol = evict_first_policy();
+  }
+  __device__ void issue(const void* src) {  // lane 0
+    mbar_expect_tx(bar + islot, static_cast<uint32_t>(slot_bytes));
+    bulk_load(base + islot * slot_bytes, src, static_cast<uint32_t>(slot_bytes), bar + islot, pol);
+    if (++islot == depth) islot = 0;
+  }
+  __device__ const uint8_t* wait() const {
+    mbar_wait(bar + cslot, cphase);
+    return base + cslot * slot_bytes;
+  }
+  __device__ void next() {
+    if (++cslot == depth) {
+      cslot = 0;
+      cphase ^= 1u;
+    }
+  }
+};
+
 // Counter arrival with release (publishes the CTA's partial stores, which the preceding barrier
 // made visible to this thread; release is cumulative) and acquire (the last arriver then reads the
 // other CTAs' partials). Cheaper than two full __threadfence() (fence.sc) around a relaxed atomic.

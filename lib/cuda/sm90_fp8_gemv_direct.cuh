@@ -108,6 +108,93 @@ __device__ __forceinline__ void stage_act_e4m3(const uint16_t* x, int m, int k, 
   }
 }
 
+// B-fragment sources of one lane: token t = 8h + g (rows >= m read row m-1 and are zeroed), scales
+// of the accumulator columns 8h + 2tq + e (columns >= m read a valid scale; their MMA sums are 0).
+template <int NH>
+struct BSources {
+  const uint8_t* xrow[NH];
+  bool xv[NH];
+  const float* sxc[NH][2];
+};
+template <int NH>
+__device__ __forceinline__ BSources<NH> b_sources(const uint8_t* xs, int xs_stride, const float* sxs, int m,
+                                                  int KT, int g, int tq) {
+  BSources<NH> b;
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const int t = 8 * h + g;
+    b.xv[h] = t < m;
+    b.xrow[h] = xs + min(t, m - 1) * xs_stride + tq * 4;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) b.sxc[h][e] = sxs + min(8 * h + 2 * tq + e, m - 1) * KT;
+  }
+  return b;
+}
+// One 16-row x 128-input tile: 4 MMAs into fresh f32 accumulators, then acc += c * s_w * s_x (§5.4).
+template <int NH>
+__device__ __forceinline__ void fp8_tile_mma(const uint4 (&a)[4], const BSources<NH>& b, int kk, float sw,
+                                             float (&acc)[NH][4]) {
+  float c[NH][4];
+#pragma unroll
+  for (int h = 0; h < NH; ++h)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) c[h][r] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+    for (int h = 0; h < NH; ++h) {
+      const uint8_t* src = b.xrow[h] + kk * 128 + ks * 32;
+      uint32_t b0 = *reinterpret_cast<const uint32_t*>(src);
+      uint32_t b1 = *reinterpret_cast<const uint32_t*>(src + 16);
+      if (!b.xv[h]) b0 = b1 = 0u;
+      mma_e4m3(c[h], a[ks].x, a[ks].y, a[ks].z, a[ks].w, b0, b1);
+    }
+#pragma unroll
+  for (int h = 0; h < NH; ++h) {
+    const float s0 = sw * b.sxc[h][0][kk], s1 = sw * b.sxc[h][1][kk];
+    acc[h][0] += c[h][0] * s0;
+    acc[h][1] += c[h][1] * s1;
+    acc[h][2] += c[h][2] * s0;
+    acc[h][3] += c[h][3] * s1;
+  }
+}
+// End of a unit: the `split` partials of a row group (warps warp & ~(split-1) ...) summed through
+// shared memory `red` in warp order (deterministic), then warp s == 0 writes bf16 y for row group
+// R (valid). All threads of the CTA must call it (barriers inside when split > 1).
+template <int NH>
+__device__ __forceinline__ void split_reduce_store(float* red, int warp, int lane, int split, int s, bool valid,
+                                                   float (&acc)[NH][4], int R, uint16_t* y, int n, int m) {
+  const int g = lane >> 2, tq = lane & 3;
+  if (split > 1) {
+    float* mine = red + warp * (NH * 4 * 32) + lane;
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) mine[(h * 4 + r) * 32] = acc[h][r];
+    __syncthreads();
+    if (s == 0 && valid) {
+#pragma unroll
+      for (int h = 0; h < NH; ++h)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          float sum = mine[(h * 4 + r) * 32];
+          for (int w2 = 1; w2 < split; ++w2) sum += mine[(w2 * NH * 4 + h * 4 + r) * 32];
+          acc[h][r] = sum;
+        }
+    }
+  }
+  if (s == 0 && valid) {
+#pragma unroll
+    for (int h = 0; h < NH; ++h)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = R * 16 + g + 8 * (r >> 1), col = 8 * h + 2 * tq + (r & 1);
+        if (col < m && row < n) y[static_cast<int64_t>(col) * n + row] = f32_to_bf16(acc[h][r]);
+      }
+  }
+  if (split > 1) __syncthreads();  // red is reused by the next unit
+}
+
 // W warps per CTA (16 or 8); with W = 8 two CTAs fit an SM, so the next PDL launch can start its
 // weight loads beside this one's tail.
 template <int NH, int W>
@@ -155,19 +242,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) fp8_direct_kernel(const __grid
   stage_act_e4m3<kDThreads>(p.x, p.m, p.k, KT, xs, L.xs_stride, sxs, p.k);
   __syncthreads();
 
-  // B fragment sources: token t = 8h + g (rows >= m read row m-1 and are zeroed), scales of the
-  // accumulator columns 8h + 2tq + e (columns >= m read a valid scale; their MMA sums are 0).
-  const uint8_t* xrow[NH];
-  bool xv[NH];
-  const float* sxc[NH][2];
-#pragma unroll
-  for (int h = 0; h < NH; ++h) {
-    const int t = 8 * h + g;
-    xv[h] = t < p.m;
-    xrow[h] = xs + min(t, p.m - 1) * L.xs_stride + tq * 4;
-#pragma unroll
-    for (int e = 0; e < 2; ++e) sxc[h][e] = sxs + min(8 * h + 2 * tq + e, p.m - 1) * KT;
-  }
+  const BSources<NH> bs = b_sources<NH>(xs, L.xs_stride, sxs, p.m, KT, g, tq);
 
   const int ustride = gridDim.x * p.groups;
   for (int u = blockIdx.x; u < p.units; u += gridDim.x) {
@@ -191,32 +266,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) fp8_direct_kernel(const __grid
 #pragma unroll
         for (int i = 0; i < kBatch; ++i) {
           const int kk = k0 + i;
-          if (kk < ke) {
-            float c[NH][4];
-#pragma unroll
-            for (int h = 0; h < NH; ++h)
-#pragma unroll
-              for (int r = 0; r < 4; ++r) c[h][r] = 0.f;
-#pragma unroll
-            for (int ks = 0; ks < 4; ++ks)
-#pragma unroll
-              for (int h = 0; h < NH; ++h) {
-                const uint8_t* src = xrow[h] + kk * 128 + ks * 32;
-                uint32_t b0 = *reinterpret_cast<const uint32_t*>(src);
-                uint32_t b1 = *reinterpret_cast<const uint32_t*>(src + 16);
-                if (!xv[h]) b0 = b1 = 0u;
-                mma_e4m3(c[h], cur[i][ks].x, cur[i][ks].y, cur[i][ks].z, cur[i][ks].w, b0, b1);
-              }
-            const float sw = e8m0_to_f32(static_cast<uint8_t>(csw[i]));
-#pragma unroll
-            for (int h = 0; h < NH; ++h) {
-              const float s0 = sw * sxc[h][0][kk], s1 = sw * sxc[h][1][kk];
-              acc[h][0] += c[h][0] * s0;
-              acc[h][1] += c[h][1] * s1;
-              acc[h][2] += c[h][2] * s0;
-              acc[h][3] += c[h][3] * s1;
-            }
-          }
+          if (kk < ke) fp8_tile_mma<NH>(cur[i], bs, kk, e8m0_to_f32(static_cast<uint8_t>(csw[i])), acc);
         }
 #pragma unroll
         for (int i = 0; i < kBatch; ++i) {
@@ -226,34 +276,7 @@ __global__ void __launch_bounds__(W * 32, 16 / W) fp8_direct_kernel(const __grid
         }
       }
     }
-    if (p.split > 1) {
-      float* mine = red + warp * (NH * 4 * 32) + lane;
-#pragma unroll
-      for (int h = 0; h < NH; ++h)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) mine[(h * 4 + r) * 32] = acc[h][r];
-      __syncthreads();
-      if (s == 0 && R < p.nrg) {
-#pragma unroll
-        for (int h = 0; h < NH; ++h)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            float sum = mine[(h * 4 + r) * 32];
-            for (int w2 = 1; w2 < p.split; ++w2) sum += mine[(w2 * NH * 4 + h * 4 + r) * 32];
-            acc[h][r] = sum;
-          }
-      }
-    }
-    if (s == 0 && R < p.nrg) {
-#pragma unroll
-      for (int h = 0; h < NH; ++h)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int row = R * 16 + g + 8 * (r >> 1), col = 8 * h + 2 * tq + (r & 1);
-          if (col < p.m && row < p.n) p.y[static_cast<int64_t>(col) * p.n + row] = f32_to_bf16(acc[h][r]);
-        }
-    }
-    if (p.split > 1) __syncthreads();  // red is reused by the next unit
+    split_reduce_store<NH>(red, warp, lane, p.split, s, R < p.nrg, acc, R, p.y, p.n, p.m);
   }
 }
 

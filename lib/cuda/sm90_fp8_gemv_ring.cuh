@@ -15,11 +15,6 @@
 #include "sm90_fp8_gemv_direct.cuh"
 
 namespace dsv4::cuda::ring_detail {
-using gemv_detail::bulk_load;
-using gemv_detail::mbar_expect_tx;
-using gemv_detail::mbar_init;
-using gemv_detail::mbar_wait;
-using gemv_detail::mma_e4m3;
 
 constexpr int kRWarps = 8;
 constexpr int kRThreads = kRWarps * 32;
@@ -66,8 +61,7 @@ __global__ void __launch_bounds__(kRThreads, 2) fp8_ring_kernel(const __grid_con
   const int KT = p.kt, D = p.depth, G = p.groups;
   const int lrg = warp >> p.lg_split, s = warp & (p.split - 1);
   const int kb = s * KT / p.split, ke = (s + 1) * KT / p.split, nk = ke - kb;
-  uint64_t* mybar = bars + warp * kMaxDepth;
-  uint8_t* myring = smem + L.ring + warp * D * kPieceBytes;
+  gemv_detail::WarpRing ring(bars + warp * kMaxDepth, smem + L.ring + warp * D * kPieceBytes, kPieceBytes, D);
   // Units of this CTA: u_j = blockIdx.x + j*grid; the warp's row group in unit j is u_j*G + lrg.
   // Valid (row group < nrg) units form a prefix j < nu_w.
   const int nu = (p.units - static_cast<int>(blockIdx.x) + p.grid - 1) / p.grid;
@@ -75,26 +69,20 @@ __global__ void __launch_bounds__(kRThreads, 2) fp8_ring_kernel(const __grid_con
   while (nu_w < nu && (static_cast<int>(blockIdx.x) + nu_w * p.grid) * G + lrg < p.nrg) ++nu_w;
   const int total = nu_w * nk;
 
-  // Lane 0 issues piece i = (unit j, k-tile kb + c) into slot i % D; cursor (ij, ic) runs ahead.
-  int ij = 0, ic = 0, islot = 0;
-  uint64_t pol = 0;
+  // Lane 0 issues piece i = (unit j, k-tile kb + c) in order; the cursor (ij, ic) runs ahead.
+  int ij = 0, ic = 0, issued = 0;
   auto issue_next = [&]() {
     const int R = (static_cast<int>(blockIdx.x) + ij * p.grid) * G + lrg;
-    const uint8_t* src = p.w + (static_cast<int64_t>(R >> 3) * KT + kb + ic) * kFp8TileBytes + (R & 7) * kPieceBytes;
-    mbar_expect_tx(mybar + islot, kPieceBytes);
-    bulk_load(myring + islot * kPieceBytes, src, kPieceBytes, mybar + islot, pol);
+    ring.issue(p.w + (static_cast<int64_t>(R >> 3) * KT + kb + ic) * kFp8TileBytes + (R & 7) * kPieceBytes);
     if (++ic == nk) {
       ic = 0;
       ++ij;
     }
-    if (++islot == D) islot = 0;
+    ++issued;
   };
-  int issued = 0;
   if (lane == 0) {
-    for (int i = 0; i < D; ++i) mbar_init(mybar + i, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    pol = gemv_detail::evict_first_policy();
-    for (; issued < min(D, total); ++issued) issue_next();
+    ring.init();
+    while (issued < min(D, total)) issue_next();
   }
   __syncwarp();
   // Tile scales of every unit of this CTA (one 128-row tile per unit: G divides 8).
@@ -108,21 +96,8 @@ __global__ void __launch_bounds__(kRThreads, 2) fp8_ring_kernel(const __grid_con
   gemv_detail::pdl_trigger();
   direct_detail::stage_act_e4m3<kRThreads>(p.x, p.m, p.k, KT, xs, L.xs_stride, sxs, p.k);
   __syncthreads();
+  const direct_detail::BSources<NH> bs = direct_detail::b_sources<NH>(xs, L.xs_stride, sxs, p.m, KT, g, tq);
 
-  const uint8_t* xrow[NH];
-  bool xv[NH];
-  const float* sxc[NH][2];
-#pragma unroll
-  for (int h = 0; h < NH; ++h) {
-    const int t = 8 * h + g;
-    xv[h] = t < p.m;
-    xrow[h] = xs + min(t, p.m - 1) * L.xs_stride + tq * 4;
-#pragma unroll
-    for (int e = 0; e < 2; ++e) sxc[h][e] = sxs + min(8 * h + 2 * tq + e, p.m - 1) * KT;
-  }
-
-  int cslot = 0;
-  uint32_t cphase = 0;
   for (int j = 0; j < nu; ++j) {
     const int R = (static_cast<int>(blockIdx.x) + j * p.grid) * G + lrg;
     float acc[NH][4];
@@ -132,74 +107,17 @@ __global__ void __launch_bounds__(kRThreads, 2) fp8_ring_kernel(const __grid_con
       for (int r = 0; r < 4; ++r) acc[h][r] = 0.f;
     if (j < nu_w) {
       for (int kk = kb; kk < ke; ++kk) {
-        mbar_wait(mybar + cslot, cphase);
-        const uint8_t* piece = myring + cslot * kPieceBytes + lane * 16;
+        const uint8_t* piece = ring.wait() + lane * 16;
         uint4 a[4];
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) a[ks] = *reinterpret_cast<const uint4*>(piece + ks * 512);
         __syncwarp();  // every lane has its fragments: the slot may be refilled
-        if (lane == 0 && issued < total) {
-          issue_next();
-          ++issued;
-        }
-        if (++cslot == D) {
-          cslot = 0;
-          cphase ^= 1u;
-        }
-        float c[NH][4];
-#pragma unroll
-        for (int h = 0; h < NH; ++h)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) c[h][r] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < 4; ++ks)
-#pragma unroll
-          for (int h = 0; h < NH; ++h) {
-            const uint8_t* src = xrow[h] + kk * 128 + ks * 32;
-            uint32_t b0 = *reinterpret_cast<const uint32_t*>(src);
-            uint32_t b1 = *reinterpret_cast<const uint32_t*>(src + 16);
-            if (!xv[h]) b0 = b1 = 0u;
-            mma_e4m3(c[h], a[ks].x, a[ks].y, a[ks].z, a[ks].w, b0, b1);
-          }
-        const float swv = sw[j * KT + kk];
-#pragma unroll
-        for (int h = 0; h < NH; ++h) {
-          const float s0 = swv * sxc[h][0][kk], s1 = swv * sxc[h][1][kk];
-          acc[h][0] += c[h][0] * s0;
-          acc[h][1] += c[h][1] * s1;
-          acc[h][2] += c[h][2] * s0;
-          acc[h][3] += c[h][3] * s1;
-        }
+        if (lane == 0 && issued < total) issue_next();
+        ring.next();
+        direct_detail::fp8_tile_mma<NH>(a, bs, kk, sw[j * KT + kk], acc);
       }
     }
-    if (p.split > 1) {  // the S partials of a row group, summed in warp order (deterministic)
-      float* mine = red + warp * (NH * 4 * 32) + lane;
-#pragma unroll
-      for (int h = 0; h < NH; ++h)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) mine[(h * 4 + r) * 32] = acc[h][r];
-      __syncthreads();
-      if (s == 0 && j < nu_w) {
-#pragma unroll
-        for (int h = 0; h < NH; ++h)
-#pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            float sum = mine[(h * 4 + r) * 32];
-            for (int w2 = 1; w2 < p.split; ++w2) sum += mine[(w2 * NH * 4 + h * 4 + r) * 32];
-            acc[h][r] = sum;
-          }
-      }
-    }
-    if (s == 0 && j < nu_w) {
-#pragma unroll
-      for (int h = 0; h < NH; ++h)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          const int row = R * 16 + g + 8 * (r >> 1), col = 8 * h + 2 * tq + (r & 1);
-          if (col < p.m && row < p.n) p.y[static_cast<int64_t>(col) * p.n + row] = f32_to_bf16(acc[h][r]);
-        }
-    }
-    if (p.split > 1) __syncthreads();  // red is reused by the next unit
+    direct_detail::split_reduce_store<NH>(red, warp, lane, p.split, s, j < nu_w, acc, R, p.y, p.n, p.m);
   }
 }
 
