@@ -472,6 +472,16 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
       }
     }
     const std::string tag = "routed x" + std::to_string(top_k);
+    if (r13 > 0) {
+      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
+      std::printf("routed x%d m=%d w1|w3: ring %.2f us | wgmma (experimental) %.2f us\n", top_k, m, r13,
+                  time_graph(
+                      [&](int i, cudaStream_t s) {
+                        CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i),
+                                                      twp(i), top_k, hb.as<uint16_t>(), s));
+                      },
+                      reps, st));
+    }
     if (m == 1 && r2 > 0) {
       // Stage breakdown of the ring w2 kernel (timing-only variants, garbage outputs).
       Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);

@@ -1,12 +1,15 @@
 // FP4 (e2m1, e8m0 per 32) routed-expert MoE for decode, M = 1..16 tokens, on sm_90a: stage 1 runs
-// every selected expert's w1|w3 in one launch with the clamped SwiGLU, the routing weight and the
-// §5.1 re-quantisation of h in its epilogue; stage 2 runs every selected w2 and sums the experts.
-// Expert ids and weights are read on the device (no host sync); see gemv_kernel for the engine.
+// every selected expert's w1|w3 in one launch with the clamped SwiGLU and the routing weight;
+// stage 2 runs every selected w2 and sums the experts. Two pairs: the streaming pair (gemv_kernel,
+// h re-quantised per §5.1 in the w1|w3 epilogue, any m) and the ring pair (sm90_fp4_moe_ring.cuh,
+// bf16 h, quantised by w2 itself; m <= 8). Argument checks, plans, workspace layout and launches
+// here. Expert ids and weights are read on the device (no host sync).
 #include <algorithm>
 #include <cstdint>
 
 #include "dsv4/cuda/gemv.hpp"
 #include "sm90_fp4_moe_ring.cuh"
+#include "sm90_fp4_moe_wgmma.cuh"
 #include "sm90_fp8_gemv_common.cuh"
 
 namespace dsv4::cuda {
@@ -173,6 +176,52 @@ cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hid
                                  uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early, int warps) {
   return sm90_fp4_moe_w2_ring_variant(0, w2, num_experts, hidden, inter, h, m, topk_ids, top_k, y, stream, pdl,
                                       ids_early, warps);
+}
+
+// Experimental wgmma w1|w3 (include/dsv4/cuda/gemv_diag.hpp): same contract as sm90_fp4_moe_w13_ring.
+cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
+                                   const uint16_t* x, int m, const int32_t* topk_ids,
+                                   const float* topk_weights, int top_k, uint16_t* h, cudaStream_t stream,
+                                   bool pdl) {
+  using namespace moe_ring_detail;
+  if (!w13 || !x || !topk_ids || !topk_weights || !h) return cudaErrorInvalidValue;
+  if (!shape_ok(num_experts, hidden, inter, m, top_k) || !ring_shape_ok(hidden, inter, m)) return cudaErrorInvalidValue;
+  if (!aligned16(w13) || !aligned16(x) || !aligned16(h)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  RingMoePlan rp{};
+  auto& p = rp.p;
+  p.m = m;
+  p.top_k = top_k;
+  p.n = static_cast<int>(inter);
+  p.k = static_cast<int>(hidden);
+  p.nt = static_cast<int>(ceil_div(inter, 128));
+  p.kt = static_cast<int>(fp4_w13_k_tiles(hidden));
+  p.grid = static_cast<int>(std::min<int64_t>(d.sms, int64_t{m} * top_k * p.nt * 2));
+  const int64_t half_sm = d.smem_per_sm / 2 - 1024, optin = d.smem_optin - 1024;
+  for (int64_t budget : {half_sm, optin}) {
+    for (int depth = kMaxDepth; depth >= 3 && !rp.ok; --depth) {
+      const WgLayout L = wg_layout(m, p.kt, depth);
+      if (L.total <= budget) {
+        rp.ok = true;
+        p.depth = depth;
+        rp.smem = static_cast<size_t>(L.total);
+      }
+    }
+    if (rp.ok) break;
+  }
+  if (!rp.ok) return cudaErrorInvalidValue;
+  rp.warps = 8;
+  p.w = w13;
+  p.expert_stride = static_cast<int64_t>(fp4_w13_expert_bytes(inter, hidden));
+  p.num_experts = num_experts;
+  p.x = x;
+  p.x_stride = hidden;
+  p.ids = topk_ids;
+  p.topw = topk_weights;
+  p.out = h;
+  p.out_stride = sm90_fp4_moe_h_stride(inter);
+  return launch_ring_moe<moe_w13_wg_kernel>(rp, d, stream, pdl);
 }
 
 // Diagnostic entry (include/dsv4/cuda/gemv_diag.hpp): variant 1..3 are timing-only kernels.

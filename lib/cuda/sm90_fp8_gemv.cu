@@ -1,6 +1,7 @@
-// FP8 block-scaled decode GEMV (spec §5.4) for M = 1..16 tokens on sm_90a: argument checks,
-// planning and launch of gemv_kernel<kFp8, NH> (sm90_fp8_gemv_common.cuh). The activation
-// quantisation of spec §5.1 runs inside the kernel, per CTA, on the k-range that CTA reads.
+// FP8 block-scaled decode GEMV (spec §5.4) for M = 1..16 tokens on sm_90a: argument checks, the
+// per-shape choice between the ring, direct and streaming kernels, their plans and launches (all
+// with programmatic dependent launch). The activation quantisation of spec §5.1 runs inside the
+// kernels, per CTA.
 #include <algorithm>
 #include <cstdint>
 
