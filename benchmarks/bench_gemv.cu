@@ -185,7 +185,7 @@ struct Row {
   double mb, us, tbs, lt_us;
   std::string lt_kind;  // lt_mode_name() ("*" = ran at m = 16: refused at this m) or "" (none)
   // FP8 rows: each kernel forced (us = the launch-time choice, PDL on), and the choice without PDL.
-  double us_stream = -1, us_direct = -1, us_direct8 = -1, us_ring = -1, us_nopdl = -1;
+  double us_stream = -1, us_direct = -1, us_ring = -1, us_nopdl = -1;
   double us_ring16 = -1;  // MoE rows: the ring pair with 16 warps per CTA (main column: 8)
 };
 std::vector<Row> rows;
@@ -200,8 +200,8 @@ void print_row(const Row& r) {
   if (r.us_direct < 0 && r.us_stream > 0)
     std::snprintf(paths, sizeof paths, " stream %7.2f | ring16 %7.2f |", r.us_stream, r.us_ring16);
   if (r.us_direct > 0)
-    std::snprintf(paths, sizeof paths, " %7.2f | %7.2f | %7.2f | %7.2f | %7.2f |", r.us_stream, r.us_direct,
-                  r.us_direct8, r.us_ring, r.us_nopdl);
+    std::snprintf(paths, sizeof paths, " %7.2f | %7.2f | %7.2f | %7.2f |", r.us_stream, r.us_direct, r.us_ring,
+                  r.us_nopdl);
   std::printf("| %-22s | %-12s | %2d | %7.2f | %8.2f | %5.2f | %5.1f%% | %s | %s |%s\n", r.name.c_str(), r.shape.c_str(),
               r.m, r.mb, r.us, r.tbs, 100.0 * r.tbs / kPeakTBs, lt, sp, paths);
   std::fflush(stdout);
@@ -243,7 +243,6 @@ void bench_fp8(const LtCtx& lc, const char* name, int64_t n, int64_t k, const st
     r.us = time_path(dc::Fp8GemvPath::kAuto, true);
     r.us_stream = time_path(dc::Fp8GemvPath::kStream, true);
     r.us_direct = time_path(dc::Fp8GemvPath::kDirect, true);
-    r.us_direct8 = time_path(dc::Fp8GemvPath::kDirect8, true);
     r.us_ring = time_path(dc::Fp8GemvPath::kRing, true);
     r.us_nopdl = time_path(dc::Fp8GemvPath::kAuto, false);
     const double bytes = double(wb + sb) + double(m) * k * 2 + double(m) * n * 2;
@@ -587,7 +586,7 @@ int main(int argc, char** argv) {
   bench_probe();
   std::printf("| %-22s | %-12s | %2s | %7s | %8s | %5s | %6s | %14s | %7s |\n", "matrix (group)", "N x K", "M", "MB",
               "us", "TB/s", "%peak", "cuBLASLt us", "speedup");
-  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|  (FP8 rows add, us: stream | direct16 | direct8 | "
+  std::printf("|---|---|---:|---:|---:|---:|---:|---:|---:|  (FP8 rows add, us: stream | direct | "
               "ring | auto without PDL)\n");
   // DSV4_BENCH_FP8=1: every FP8 shape at M = 1, 4, 16, no MoE rows.
   const bool fp8_only = std::getenv("DSV4_BENCH_FP8") != nullptr;
@@ -621,9 +620,9 @@ int main(int argc, char** argv) {
         const Row& r = rows[i];
         std::fprintf(f, "  {\"name\": \"%s\", \"shape\": \"%s\", \"m\": %d, \"mb\": %.4f, \"us\": %.3f, \"tbs\": %.4f, "
                         "\"pct_peak\": %.2f, \"cublaslt_us\": %.3f, \"cublaslt_type\": \"%s\", \"stream_us\": %.3f, "
-                        "\"direct_us\": %.3f, \"direct8_us\": %.3f, \"ring_us\": %.3f, \"auto_nopdl_us\": %.3f, \"moe_ring16_us\": %.3f}%s\n",
+                        "\"direct_us\": %.3f, \"ring_us\": %.3f, \"auto_nopdl_us\": %.3f, \"moe_ring16_us\": %.3f}%s\n",
                      r.name.c_str(), r.shape.c_str(), r.m, r.mb, r.us, r.tbs, 100 * r.tbs / kPeakTBs, r.lt_us,
-                     r.lt_kind.c_str(), r.us_stream, r.us_direct, r.us_direct8, r.us_ring, r.us_nopdl, r.us_ring16,
+                     r.lt_kind.c_str(), r.us_stream, r.us_direct, r.us_ring, r.us_nopdl, r.us_ring16,
                      i + 1 < rows.size() ? "," : "");
       }
       std::fprintf(f, "]}\n");

@@ -50,11 +50,12 @@ struct RingMoePlan {
 bool ring_shape_ok(int64_t hidden, int64_t inter, int m) {
   return m <= moe_ring_detail::kMaxM && inter % 8 == 0 && hidden % 8 == 0;
 }
+// wgmma: the experimental warpgroup w1|w3 kernel (sm90_fp4_moe_wgmma.cuh; w2 must be false).
 RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d,
-                          int warps = 0) {
+                          int warps = 0, bool wgmma = false) {
   using namespace moe_ring_detail;
   RingMoePlan rp{};
-  rp.warps = warps == 16 ? 16 : 8;  // 8 measured faster (docs/kernels.md)
+  rp.warps = warps == 16 && !wgmma ? 16 : 8;  // 8 measured faster (docs/kernels.md)
   if (!ring_shape_ok(hidden, inter, m)) return rp;
   const int P = m * top_k;
   auto& p = rp.p;
@@ -66,8 +67,8 @@ RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top
   p.kt = static_cast<int>(w2 ? fp4_w2_k_tiles(inter) : fp4_w13_k_tiles(hidden));
   p.g2 = 1;
   p.jmax = 1;
-  if (!w2) {
-    p.grid = static_cast<int>(std::min<int64_t>(d.sms, int64_t{P} * p.nt * 8));
+  if (!w2) {  // units: 16-row groups (ring) or 64-row blocks (wgmma) of every slot's expert
+    p.grid = static_cast<int>(std::min<int64_t>(d.sms, int64_t{P} * p.nt * (wgmma ? 2 : 8)));
   } else {
     const int nrg = p.nt * 8;
     int64_t best = -1;
@@ -86,18 +87,33 @@ RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top
   const int64_t half_sm = rp.warps == 8 ? d.smem_per_sm / 2 - 1024 : 0, optin = d.smem_optin - 1024;
   for (int64_t budget : {half_sm, optin}) {
     for (int depth = kMaxDepth; depth >= 3 && !rp.ok; --depth) {
-      const MRLayout L = mr_layout(w2, rp.warps, m, top_k, p.kt, depth, p.g2, p.jmax);
-      if (L.total <= budget) {
+      const int total = wgmma ? wg_layout(m, p.kt, depth).total
+                              : mr_layout(w2, rp.warps, m, top_k, p.kt, depth, p.g2, p.jmax).total;
+      if (total <= budget) {
         rp.ok = true;
         rp.two_per_sm = budget == half_sm;
         p.depth = depth;
-        rp.smem = static_cast<size_t>(L.total);
+        rp.smem = static_cast<size_t>(total);
       }
     }
     if (rp.ok) break;
   }
   return rp;
 }
+// Operands of a ring-pair w1|w3 launch (the ring or the wgmma kernel).
+void set_w13_operands(moe_ring_detail::MRParams& p, const uint8_t* w13, int num_experts, int64_t hidden,
+                      int64_t inter, const uint16_t* x, const int32_t* ids, const float* topw, uint16_t* h) {
+  p.w = w13;
+  p.expert_stride = static_cast<int64_t>(fp4_w13_expert_bytes(inter, hidden));
+  p.num_experts = num_experts;
+  p.x = x;
+  p.x_stride = hidden;
+  p.ids = ids;
+  p.topw = topw;
+  p.out = h;
+  p.out_stride = sm90_fp4_moe_h_stride(inter);
+}
+
 // One instantiation (and one smem-limit static) per kernel: both kernels share a type.
 template <auto kern>
 cudaError_t launch_ring_moe(const RingMoePlan& rp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
@@ -153,15 +169,7 @@ cudaError_t sm90_fp4_moe_w13_ring(const uint8_t* w13, int num_experts, int64_t h
   DSV4_GEMV_TRY(device_info(&d));
   RingMoePlan rp = ring_moe_plan(false, hidden, inter, m, top_k, d, warps);
   if (!rp.ok) return cudaErrorInvalidValue;
-  rp.p.w = w13;
-  rp.p.expert_stride = static_cast<int64_t>(fp4_w13_expert_bytes(inter, hidden));
-  rp.p.num_experts = num_experts;
-  rp.p.x = x;
-  rp.p.x_stride = hidden;
-  rp.p.ids = topk_ids;
-  rp.p.topw = topk_weights;
-  rp.p.out = h;
-  rp.p.out_stride = sm90_fp4_moe_h_stride(inter);
+  set_w13_operands(rp.p, w13, num_experts, hidden, inter, x, topk_ids, topk_weights, h);
   return rp.warps == 8 ? launch_ring_moe<moe_ring_detail::moe_w13_ring_kernel<8>>(rp, d, stream, pdl)
                        : launch_ring_moe<moe_ring_detail::moe_w13_ring_kernel<16>>(rp, d, stream, pdl);
 }
@@ -183,45 +191,15 @@ cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t 
                                    const uint16_t* x, int m, const int32_t* topk_ids,
                                    const float* topk_weights, int top_k, uint16_t* h, cudaStream_t stream,
                                    bool pdl) {
-  using namespace moe_ring_detail;
   if (!w13 || !x || !topk_ids || !topk_weights || !h) return cudaErrorInvalidValue;
-  if (!shape_ok(num_experts, hidden, inter, m, top_k) || !ring_shape_ok(hidden, inter, m)) return cudaErrorInvalidValue;
+  if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
   if (!aligned16(w13) || !aligned16(x) || !aligned16(h)) return cudaErrorInvalidValue;
   DeviceInfo d;
   DSV4_GEMV_TRY(device_info(&d));
-  RingMoePlan rp{};
-  auto& p = rp.p;
-  p.m = m;
-  p.top_k = top_k;
-  p.n = static_cast<int>(inter);
-  p.k = static_cast<int>(hidden);
-  p.nt = static_cast<int>(ceil_div(inter, 128));
-  p.kt = static_cast<int>(fp4_w13_k_tiles(hidden));
-  p.grid = static_cast<int>(std::min<int64_t>(d.sms, int64_t{m} * top_k * p.nt * 2));
-  const int64_t half_sm = d.smem_per_sm / 2 - 1024, optin = d.smem_optin - 1024;
-  for (int64_t budget : {half_sm, optin}) {
-    for (int depth = kMaxDepth; depth >= 3 && !rp.ok; --depth) {
-      const WgLayout L = wg_layout(m, p.kt, depth);
-      if (L.total <= budget) {
-        rp.ok = true;
-        p.depth = depth;
-        rp.smem = static_cast<size_t>(L.total);
-      }
-    }
-    if (rp.ok) break;
-  }
+  RingMoePlan rp = ring_moe_plan(false, hidden, inter, m, top_k, d, 8, true);
   if (!rp.ok) return cudaErrorInvalidValue;
-  rp.warps = 8;
-  p.w = w13;
-  p.expert_stride = static_cast<int64_t>(fp4_w13_expert_bytes(inter, hidden));
-  p.num_experts = num_experts;
-  p.x = x;
-  p.x_stride = hidden;
-  p.ids = topk_ids;
-  p.topw = topk_weights;
-  p.out = h;
-  p.out_stride = sm90_fp4_moe_h_stride(inter);
-  return launch_ring_moe<moe_w13_wg_kernel>(rp, d, stream, pdl);
+  set_w13_operands(rp.p, w13, num_experts, hidden, inter, x, topk_ids, topk_weights, h);
+  return launch_ring_moe<moe_ring_detail::moe_w13_wg_kernel>(rp, d, stream, pdl);
 }
 
 // Diagnostic entry (include/dsv4/cuda/gemv_diag.hpp): variant 1..3 are timing-only kernels.

@@ -30,14 +30,14 @@ struct DirectPlan {
   size_t smem;
   bool ok;
 };
-DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d, int warps = direct_detail::kDWarps) {
+DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
   using namespace direct_detail;
+  constexpr int warps = kDWarps;
   DirectPlan dp{};
   const int kt = static_cast<int>(ceil_div(k, 128));
   const int nrg = static_cast<int>(ceil_div(n, 128) * 8);
   int lg = 0;
-  const int lg_max = warps == 16 ? 4 : 3;  // a unit keeps at least one row group
-  while (lg < lg_max && (2 << lg) <= kt && int64_t{nrg} * (1 << lg) * 10 < int64_t{d.sms} * warps * 9) ++lg;
+  while (lg < 4 && (2 << lg) <= kt && int64_t{nrg} * (1 << lg) * 10 < int64_t{d.sms} * warps * 9) ++lg;
   dp.p.n = static_cast<int>(n);
   dp.p.k = static_cast<int>(k);
   dp.p.m = m;
@@ -54,13 +54,13 @@ DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d, int war
   dp.ok = k <= (int64_t{1} << 20) && dp.smem <= static_cast<size_t>(d.smem_optin - 1024);
   return dp;
 }
-template <int NH, int W>
+template <int NH>
 cudaError_t launch_direct(const DirectPlan& dp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
-  auto kern = direct_detail::fp8_direct_kernel<NH, W>;
+  auto kern = direct_detail::fp8_direct_kernel<NH>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
   DSV4_GEMV_TRY(attr);
-  return launch_ex(kern, dp.grid, W * 32, dp.smem, stream, pdl, dp.p);
+  return launch_ex(kern, dp.grid, direct_detail::kDThreads, dp.smem, stream, pdl, dp.p);
 }
 // Ring-kernel plan: S warps per 16-row group (S <= 8, <= the k-tiles) chosen to minimise the
 // longest per-warp chain of pieces (rounds of units over the SMs x k-tiles per warp; ties: smaller
@@ -184,16 +184,14 @@ cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const u
     if (path == Fp8GemvPath::kRing) path = Fp8GemvPath::kAuto;
   }
   if (path != Fp8GemvPath::kStream) {
-    const int warps = path == Fp8GemvPath::kDirect8 ? 8 : direct_detail::kDWarps;
-    DirectPlan dp = direct_plan(n, k, m, d, warps);
+    DirectPlan dp = direct_plan(n, k, m, d);
     if (path == Fp8GemvPath::kAuto) path = choose(dp);
-    if ((path == Fp8GemvPath::kDirect || path == Fp8GemvPath::kDirect8) && dp.ok) {
+    if (path == Fp8GemvPath::kDirect && dp.ok) {
       dp.p.w = w_tiled;
       dp.p.w_scale = w_scale;
       dp.p.x = x;
       dp.p.y = y;
-      if (warps == 8) return dp.nh == 1 ? launch_direct<1, 8>(dp, d, stream, pdl) : launch_direct<2, 8>(dp, d, stream, pdl);
-      return dp.nh == 1 ? launch_direct<1, 16>(dp, d, stream, pdl) : launch_direct<2, 16>(dp, d, stream, pdl);
+      return dp.nh == 1 ? launch_direct<1>(dp, d, stream, pdl) : launch_direct<2>(dp, d, stream, pdl);
     }
   }
   auto* ws = static_cast<uint8_t*>(workspace);

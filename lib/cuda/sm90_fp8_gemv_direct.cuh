@@ -20,7 +20,8 @@ namespace dsv4::cuda::direct_detail {
 using gemv_detail::cvt_e4m3x2;
 using gemv_detail::mma_e4m3;
 
-constexpr int kDWarps = 16;  // warps per CTA of the default variant (8: two CTAs fit an SM)
+constexpr int kDWarps = 16;
+constexpr int kDThreads = kDWarps * 32;
 // k-tiles per load batch, double-buffered: 8-16 16-byte loads in flight per lane. Measured: 3 was
 // 1-2 us slower at M = 1 (and spills at M > 8); 4 without double buffering equal at M = 1.
 template <int NH> constexpr int kBatchOf = 2;
@@ -195,14 +196,11 @@ __device__ __forceinline__ void split_reduce_store(float* red, int warp, int lan
   if (split > 1) __syncthreads();  // red is reused by the next unit
 }
 
-// W warps per CTA (16 or 8); with W = 8 two CTAs fit an SM, so the next PDL launch can start its
-// weight loads beside this one's tail.
-template <int NH, int W>
-__global__ void __launch_bounds__(W * 32, 16 / W) fp8_direct_kernel(const __grid_constant__ DParams p) {
+template <int NH>
+__global__ void __launch_bounds__(kDThreads, 1) fp8_direct_kernel(const __grid_constant__ DParams p) {
   constexpr int kBatch = kBatchOf<NH>;
-  constexpr int kDThreads = W * 32;
   extern __shared__ __align__(16) uint8_t smem[];
-  const DLayout L = d_layout(p.m, p.kt, NH, W);
+  const DLayout L = d_layout(p.m, p.kt, NH, kDWarps);
   uint8_t* xs = smem;
   float* sxs = reinterpret_cast<float*>(smem + L.sxs);
   float* red = reinterpret_cast<float*>(smem + L.red);

@@ -153,7 +153,7 @@ TEST_CASE("sm90_fp8_gemv matches the float64 reference", "[gpu][gemv]") {
   std::mt19937_64 rng(seed);
   const int64_t shapes[][2] = {{300, 520}, {1000, 136}, {33000, 136}, {1024, 4096}, {4096, 1000}, {130, 8}};
   // Both kernels at every shape (kAuto is one of them), so each path is tested whatever the heuristic.
-  for (auto path : {dsv4::cuda::Fp8GemvPath::kStream, dsv4::cuda::Fp8GemvPath::kDirect, dsv4::cuda::Fp8GemvPath::kDirect8,
+  for (auto path : {dsv4::cuda::Fp8GemvPath::kStream, dsv4::cuda::Fp8GemvPath::kDirect,
                     dsv4::cuda::Fp8GemvPath::kRing})
     for (const auto& sh : shapes)
       for (int m : {1, 2, 3, 7, 16}) run_fp8_case(rng, sh[0], sh[1], m, path);

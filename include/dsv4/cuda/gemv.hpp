@@ -35,11 +35,10 @@ cudaError_t sm90_fp8_gemv(const uint8_t* w_tiled, const uint8_t* w_scale, int64_
 // benchmarks force one. kStream: persistent CTAs, bulk-copy smem ring + producer warp, cross-CTA
 // split-K. kDirect: warps load A fragments straight into registers, split-K only inside a CTA;
 // needs m * (ceil(k/128)*128 + 16) bytes of activations in shared memory (else kStream is used).
-// kDirect8: the direct kernel with 8 warps per CTA (two CTAs fit an SM). kRing: 8 warps per CTA,
-// each streaming its fragments through its own bulk-copy ring in shared memory (falls back to
-// kAuto's other choices where its shared memory does not fit).
+// kRing: 8 warps per CTA, each streaming its fragments through its own bulk-copy ring in shared
+// memory, two CTAs per SM (falls back to kAuto's other choices where its shared memory does not fit).
 // Same contract, layout and workspace for all; results agree within the stated tolerance.
-enum class Fp8GemvPath : int { kAuto = 0, kStream = 1, kDirect = 2, kDirect8 = 3, kRing = 4 };
+enum class Fp8GemvPath : int { kAuto = 0, kStream = 1, kDirect = 2, kRing = 4 };
 Fp8GemvPath sm90_fp8_gemv_choice(int64_t n, int64_t k, int m);
 cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const uint8_t* w_scale,
                                int64_t n, int64_t k, const uint16_t* x, int m, uint16_t* y,
