@@ -1,11 +1,14 @@
 // Decode GEMV benchmark (issue 7): the FP8 block-scaled and FP4 MoE kernels of dsv4/cuda/gemv.hpp
-// on DeepSeek-V4-Flash shapes, M = 1..16, against cuBLASLt FP8 in the same run. Each number is the
-// median of 7 CUDA-graph replays of R launches; consecutive launches read different weight copies
-// (>= 256 MB apart, 4x the 60 MB L2), so every launch streams its weights from HBM (an L2 flush
-// between runs, without timing the flush). Prints a table; writes JSON to argv[1] if given.
-// `--probe` runs a few plain launches for a profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows;
-// DSV4_BENCH_FP8=1 times every FP8 shape at M = 1, 4, 16 (no MoE). FP8 rows also time each kernel
-// forced (Fp8GemvPath::kStream, kDirect); the main column is the launch-time choice.
+// on DeepSeek-V4-Flash shapes, M = 1..16, against cuBLASLt (FP8 with DeepSeek block scales where
+// it accepts the shape) in the same run. Each number is the median of 7 CUDA-graph replays of R
+// dependent launches (programmatic dependent launch on, as in a decode step); consecutive launches
+// read different weight copies (>= 256 MB apart, 4x the 60 MB L2), so every launch streams its
+// weights from HBM. A read-only probe kernel timed the same way gives the harness's ceiling.
+// Prints a table; writes JSON to argv[1] if given. `--probe` runs a few plain launches for a
+// profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows; DSV4_BENCH_FP8=1 every FP8 shape at
+// M = 1, 4, 16 (no MoE). FP8 rows also time each kernel forced (stream, direct, ring) and the
+// launch-time choice without PDL; MoE rows the streaming pair and the 16-warp ring pair, and at
+// M = 1 the experimental wgmma w1|w3 and a timing-only stage breakdown of the ring w2 kernel.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
