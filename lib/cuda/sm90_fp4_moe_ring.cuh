@@ -119,6 +119,21 @@ __device__ __forceinline__ void stage_act_f16(const uint16_t* x, int rows, int k
     reinterpret_cast<uint4*>(xs + rows * xs_stride)[i] = make_uint4(0, 0, 0, 0);
 }
 
+// One lane's operands of a w1|w3 piece in shared memory: code words a[mat][ks/2] (layout in
+// gemv_layout.hpp) and the per-32 scale words of rows g and g+8, sc[mat][0|1] (byte ks each).
+__device__ __forceinline__ void load_w13_piece(const uint8_t* piece, int lane, int g, uint4 (&a)[2][2],
+                                               uint32_t (&sc)[2][2]) {
+#pragma unroll
+  for (int mat = 0; mat < 2; ++mat) {
+#pragma unroll
+    for (int kp = 0; kp < 2; ++kp)
+      a[mat][kp] = *reinterpret_cast<const uint4*>(piece + mat * 1024 + kp * 512 + lane * 16);
+#pragma unroll
+    for (int hi = 0; hi < 2; ++hi)
+      sc[mat][hi] = *reinterpret_cast<const uint32_t*>(piece + 2048 + mat * 64 + (g + 8 * hi) * 4);
+  }
+}
+
 // Routing tables (gemv_detail::build_routing, all threads, contains barriers).
 __device__ __forceinline__ void route(const MRParams& p, Routing* rt) {
   gemv_detail::Params q{};
@@ -243,7 +258,6 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
     while (issued < min(D, total)) issue_next();
   }
   __syncwarp();
-  // x per 1x128 block; the FP4 codes decode to value x 2^-6, so 2^6 rides on the x scales.
   // x per 1x128 block as f16. The FP4 codes decode to value x 2^-14: the sums are scaled by 2^14
   // once, in the epilogue (on the x scales it could overflow f32 for absurdly large activations).
   stage_act_f16<kT>(p.x, p.m, p.k, KT, xs, L.xs_stride, sxs, p.x_stride, 1.f);
@@ -269,15 +283,7 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
         const uint8_t* piece = ring.wait();
         uint4 a[2][2];
         uint32_t sc[2][2];
-#pragma unroll
-        for (int mat = 0; mat < 2; ++mat) {
-#pragma unroll
-          for (int kp = 0; kp < 2; ++kp)
-            a[mat][kp] = *reinterpret_cast<const uint4*>(piece + mat * 1024 + kp * 512 + lane * 16);
-#pragma unroll
-          for (int hi = 0; hi < 2; ++hi)
-            sc[mat][hi] = *reinterpret_cast<const uint32_t*>(piece + 2048 + mat * 64 + (g + 8 * hi) * 4);
-        }
+        load_w13_piece(piece, lane, g, a, sc);
         __syncwarp();  // every lane has its operands: the slot may be refilled
         if (lane == 0 && issued < total) issue_next();
         ring.next();
@@ -327,10 +333,8 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
         const int col = 2 * tq + (r & 1), row = rg * 16 + g + 8 * (r >> 1);
         if (col >= ccount || row >= p.n) continue;
         const int pair = rt->sorted[cfirst + col];
-        const float gv = fminf(round_bf16(acc[0][r] * kFp4F16Scale), 10.f);
-        const float uv = fminf(fmaxf(round_bf16(acc[1][r] * kFp4F16Scale), -10.f), 10.f);
-        const float silu = gv / (1.f + expf(-gv));
-        p.out[static_cast<int64_t>(pair) * p.out_stride + row] = f32_to_bf16(rt->weight[pair] * (silu * uv));
+        p.out[static_cast<int64_t>(pair) * p.out_stride + row] = f32_to_bf16(
+            gemv_detail::swiglu_weighted(acc[0][r] * kFp4F16Scale, acc[1][r] * kFp4F16Scale, rt->weight[pair]));
       }
     }
     if (S > 1) __syncthreads();  // red is reused by the next unit

@@ -148,18 +148,9 @@ __global__ void __launch_bounds__(256, 1) moe_w13_wg_kernel(const __grid_constan
       for (int r = 0; r < 4; ++r) acc[a][r] = 0.f;
     if (valid) {
       for (int kk = kb; kk < ke; ++kk) {
-        const uint8_t* piece = ring.wait();
         uint4 w4[2][2];
         uint32_t sc[2][2];
-#pragma unroll
-        for (int mat = 0; mat < 2; ++mat) {
-#pragma unroll
-          for (int kp = 0; kp < 2; ++kp)
-            w4[mat][kp] = *reinterpret_cast<const uint4*>(piece + mat * 1024 + kp * 512 + lane * 16);
-#pragma unroll
-          for (int hi = 0; hi < 2; ++hi)
-            sc[mat][hi] = *reinterpret_cast<const uint32_t*>(piece + 2048 + mat * 64 + (g + 8 * hi) * 4);
-        }
+        load_w13_piece(ring.wait(), lane, g, w4, sc);
         __syncwarp();
         if (lane == 0 && issued < total) issue_next();
         ring.next();
@@ -246,10 +237,8 @@ __global__ void __launch_bounds__(256, 1) moe_w13_wg_kernel(const __grid_constan
           // static register indices (a runtime index would put acc in local memory)
           const float ga = (t & 1) ? acc[0][2 * hi + 1] : acc[0][2 * hi];
           const float ua = (t & 1) ? acc[1][2 * hi + 1] : acc[1][2 * hi];
-          const float gv = fminf(round_bf16(ga), 10.f);
-          const float uv = fminf(fmaxf(round_bf16(ua), -10.f), 10.f);
-          const float silu = gv / (1.f + expf(-gv));
-          p.out[static_cast<int64_t>(pair) * p.out_stride + row] = f32_to_bf16(rt->weight[pair] * (silu * uv));
+          p.out[static_cast<int64_t>(pair) * p.out_stride + row] =
+              f32_to_bf16(gemv_detail::swiglu_weighted(ga, ua, rt->weight[pair]));
         }
       }
     }

@@ -260,6 +260,14 @@ __device__ __forceinline__ uint32_t fp4_lo_to_e4m3(uint32_t w) {
 __device__ __forceinline__ uint32_t fp4_hi_to_e4m3(uint32_t w) {
   return (w & 0x80808080u) | ((w >> 2) & 0x1c1c1c1cu);
 }
+// The MoE activation of one slot (spec §3.6) from the f32 sums of w1 (g) and w3 (u), before its
+// final bf16 rounding: h = bf16(w * silu(min(bf16(g), 10)) * clamp(bf16(u), -10, 10)).
+__device__ __forceinline__ float swiglu_weighted(float g_sum, float u_sum, float weight) {
+  const float gv = fminf(round_bf16(g_sum), 10.f);
+  const float uv = fminf(fmaxf(round_bf16(u_sum), -10.f), 10.f);
+  const float silu = gv / (1.f + expf(-gv));
+  return weight * (silu * uv);
+}
 // e8m0 byte b (1..254) -> 2^(b-127) in one shift (b = 0 would give 0 instead of 2^-127).
 __device__ __forceinline__ float e8m0_fast(uint32_t b) { return __uint_as_float(b << 23); }
 
@@ -779,10 +787,7 @@ __global__ void __launch_bounds__(kThreads, occupancy<NH>()) gemv_kernel(const _
           const int col = h * 8 + tq * 2 + (r & 1);
           const int pair = rt->sorted[cfirst + min(col, ccount - 1)];
           const float wgt = col < ccount ? rt->weight[pair] : 0.f;
-          const float gv = fminf(round_bf16(acc[0][h][r]), 10.f);
-          const float uv = fminf(fmaxf(round_bf16(acc[1][h][r]), -10.f), 10.f);
-          const float silu = gv / (1.f + expf(-gv));
-          hv[h][r] = round_bf16(wgt * (silu * uv));
+          hv[h][r] = round_bf16(swiglu_weighted(acc[0][h][r], acc[1][h][r], wgt));
         }
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
