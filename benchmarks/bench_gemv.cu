@@ -5,10 +5,11 @@
 // read different weight copies (>= 256 MB apart, 4x the 60 MB L2), so every launch streams its
 // weights from HBM. A read-only probe kernel timed the same way gives the harness's ceiling.
 // Prints a table; writes JSON to argv[1] if given. `--probe` runs a few plain launches for a
-// profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows; DSV4_BENCH_FP8=1 every FP8 shape at
+// profiler (ncu); DSV4_BENCH_QUICK=1 times a few rows at M = 1 (=2: M = 1 and 4); DSV4_BENCH_FP8=1 every FP8 shape at
 // M = 1, 4, 16 (no MoE). FP8 rows also time each kernel forced (stream, direct, ring) and the
-// launch-time choice without PDL; MoE rows the streaming pair and the 16-warp ring pair, and at
-// M = 1 the experimental wgmma w1|w3 and a timing-only stage breakdown of the ring w2 kernel.
+// launch-time choice without PDL; MoE rows the streaming pair and the 16-warp ring pair; for
+// m <= 8 a line compares the ring and wgmma w1|w3 and the three pairs (both launches), and at M = 1
+// a timing-only stage breakdown of the ring w2 kernel follows.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -285,7 +286,10 @@ double time_cublaslt(const LtCtx& lc, int64_t n, int64_t k, int m, const Dev& w8
 
 // Ceiling of this harness: a kernel that only streams `bytes` (16-byte non-caching loads, 8 in
 // flight per thread, 2 CTAs of 512 threads per SM), timed the same way, with and without PDL.
-__global__ void __launch_bounds__(512, 2) read_probe(const uint4* __restrict__ p, size_t n16, uint32_t* out) {
+// early: trigger the next launch first (the most overlap PDL allows when all reads precede the wait).
+__global__ void __launch_bounds__(512, 2) read_probe(const uint4* __restrict__ p, size_t n16, uint32_t* out,
+                                                     int early) {
+  if (early) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   uint32_t acc = 0;
   const size_t stride = size_t(gridDim.x) * blockDim.x;
   size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x;
@@ -301,7 +305,7 @@ __global__ void __launch_bounds__(512, 2) read_probe(const uint4* __restrict__ p
   }
   for (; i < n16; i += stride) acc ^= p[i].x;
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (!early) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   if (acc == 0x9e3779b9u) out[0] = acc;  // never true in practice; keeps the loads alive
 }
 
@@ -311,14 +315,16 @@ void bench_probe() {
   cudaStream_t st;
   CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
   Dev out(256);
-  std::printf("read-only probe (ceiling of this harness): MB | us | TB/s | us with PDL | TB/s with PDL\n");
+  std::printf(
+      "read-only probe (ceiling of this harness): MB | us | TB/s | with PDL: us | TB/s | PDL, trigger first: us | "
+      "TB/s\n");
   for (double mb : {4.2, 8.4, 16.8, 33.6, 50.3}) {
     const size_t bytes = size_t(mb * 1e6) / 256 * 256;
     const int copies = static_cast<int>(std::max<size_t>(2, (kRotateBytes + bytes - 1) / bytes));
     Dev buf(bytes * copies);
     fill(buf.p, bytes * copies, 3);
-    double us[2];
-    for (int pdl = 0; pdl < 2; ++pdl)
+    double us[3];
+    for (int pdl = 0; pdl < 3; ++pdl)
       us[pdl] = time_graph(
           [&](int i, cudaStream_t s) {
             cudaLaunchConfig_t cfg{};
@@ -329,13 +335,13 @@ void bench_probe() {
             at.id = cudaLaunchAttributeProgrammaticStreamSerialization;
             at.val.programmaticStreamSerializationAllowed = 1;
             cfg.attrs = &at;
-            cfg.numAttrs = pdl;
+            cfg.numAttrs = pdl > 0 ? 1 : 0;
             CK(cudaLaunchKernelEx(&cfg, read_probe, buf.as<const uint4>(bytes * (i % copies)), bytes / 16,
-                                  out.as<uint32_t>()));
+                                  out.as<uint32_t>(), pdl == 2 ? 1 : 0));
           },
           std::max(copies, 24), st);
-    std::printf("| probe | %6.1f | %7.2f | %5.2f | %7.2f | %5.2f |\n", bytes / 1e6, us[0], bytes / us[0] / 1e6, us[1],
-                bytes / us[1] / 1e6);
+    std::printf("| probe | %6.1f | %7.2f | %5.2f | %7.2f | %5.2f | %7.2f | %5.2f |\n", bytes / 1e6, us[0],
+                bytes / us[0] / 1e6, us[1], bytes / us[1] / 1e6, us[2], bytes / us[2] / 1e6);
   }
   CK(cudaStreamDestroy(st));
 }
@@ -476,13 +482,43 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
     const std::string tag = "routed x" + std::to_string(top_k);
     if (r13 > 0) {
       Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
-      std::printf("routed x%d m=%d w1|w3: ring %.2f us | wgmma (experimental) %.2f us\n", top_k, m, r13,
+      std::printf("routed x%d m=%d w1|w3: ring %.2f us | wgmma %.2f us; both launches: stream %.2f | ring %.2f | "
+                  "wgmma %.2f us\n",
+                  top_k, m, r13,
                   time_graph(
                       [&](int i, cudaStream_t s) {
                         CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i),
                                                       twp(i), top_k, hb.as<uint16_t>(), s));
                       },
-                      reps, st));
+                      reps, st),
+                  usall_stream, time_all(dc::MoePath::kRing), time_all(dc::MoePath::kWgmma));
+    }
+    if (m == 1 && r2 > 0) {
+      // Pair interactions (diagnostic): w1|w3 (ring or wgmma) then w2 ring, with PDL / ids_early off
+      // on one side, or w2 at 16 warps.
+      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
+      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
+      for (int wg = 0; wg < 2; ++wg) {
+        std::printf("pair x%d m=1 %s w1|w3 + ring w2, us:", top_k, wg ? "wgmma" : "ring");
+        struct V { const char* name; bool pdl13, pdl2, early; int w2warps; };
+        for (const V v : {V{"pdl+early", true, true, true, 8}, V{"w2 late ids", true, true, false, 8},
+                          V{"w13 no pdl", false, true, true, 8}, V{"w2 no pdl", true, false, false, 8},
+                          V{"w2 16 warps", true, true, true, 16}})
+          std::printf(" %s %.2f |", v.name,
+                      time_graph(
+                          [&](int i, cudaStream_t s) {
+                            if (wg)
+                              CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i),
+                                                            twp(i), top_k, hb.as<uint16_t>(), s, v.pdl13));
+                            else
+                              CK(dc::sm90_fp4_moe_w13_ring(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i),
+                                                           twp(i), top_k, hb.as<uint16_t>(), s, v.pdl13));
+                            CK(dc::sm90_fp4_moe_w2_ring(w2.as<uint8_t>(), E, H, I, hb.as<uint16_t>(), m, idp(i),
+                                                        top_k, y.as<uint16_t>(), s, v.pdl2, v.early, v.w2warps));
+                          },
+                          reps, st));
+        std::printf("\n");
+      }
     }
     if (m == 1 && r2 > 0) {
       // Stage breakdown of the ring w2 kernel (timing-only variants, garbage outputs).
@@ -570,6 +606,8 @@ int main(int argc, char** argv) {
         CK(dc::sm90_fp4_moe_w2_ring(w2.as<uint8_t>(), E, H, I, hb.as<uint16_t>(), 1, ids.as<int32_t>(), K,
                                     y.as<uint16_t>(), nullptr, true, false, warps));
       }
+      CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), 1, ids.as<int32_t>(),
+                                    tw.as<float>(), K, hb.as<uint16_t>(), nullptr, true));
       CK(dc::sm90_fp4_moe_gemv_path(dc::MoePath::kStream, w13.as<uint8_t>(), w2.as<uint8_t>(), E, H, I,
                                     x.as<uint16_t>(), 1, ids.as<int32_t>(), tw.as<float>(), K, y.as<uint16_t>(),
                                     ws.p, wsb, nullptr));
@@ -593,13 +631,16 @@ int main(int argc, char** argv) {
               "ring | auto without PDL)\n");
   // DSV4_BENCH_FP8=1: every FP8 shape at M = 1, 4, 16, no MoE rows.
   const bool fp8_only = std::getenv("DSV4_BENCH_FP8") != nullptr;
-  const std::vector<int> ms = std::getenv("DSV4_BENCH_QUICK") ? std::vector<int>{1}
+  const char* quick = std::getenv("DSV4_BENCH_QUICK");
+  const std::vector<int> ms = quick ? (quick[0] == '2' ? std::vector<int>{1, 4} : std::vector<int>{1})
                               : fp8_only                      ? std::vector<int>{1, 4, 16}
                                                               : std::vector<int>{1, 2, 4, 8, 16};
   if (std::getenv("DSV4_BENCH_QUICK")) {
     bench_fp8(lc, "wq_b", 32768, 1024, ms);
     bench_fp8(lc, "wkv", 512, 4096, ms);
     bench_fp8(lc, "wo_b", 4096, 8192, ms);
+    bench_fp8(lc, "wq_b|idx wq_b (group)", 40960, 1024, ms);
+    bench_fp8(lc, "shared w1|w3 (group)", 4096, 4096, ms);
     bench_moe(lc, 4, ms);
     bench_moe(lc, 6, ms);
     return 0;

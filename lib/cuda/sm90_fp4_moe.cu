@@ -50,7 +50,7 @@ struct RingMoePlan {
 bool ring_shape_ok(int64_t hidden, int64_t inter, int m) {
   return m <= moe_ring_detail::kMaxM && inter % 8 == 0 && hidden % 8 == 0;
 }
-// wgmma: the experimental warpgroup w1|w3 kernel (sm90_fp4_moe_wgmma.cuh; w2 must be false).
+// wgmma: the warpgroup w1|w3 kernel (sm90_fp4_moe_wgmma.cuh; w2 must be false).
 RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d,
                           int warps = 0, bool wgmma = false) {
   using namespace moe_ring_detail;
@@ -186,7 +186,7 @@ cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hid
                                       ids_early, warps);
 }
 
-// Experimental wgmma w1|w3 (include/dsv4/cuda/gemv_diag.hpp): same contract as sm90_fp4_moe_w13_ring.
+// wgmma w1|w3 (include/dsv4/cuda/gemv.hpp): same contract as sm90_fp4_moe_w13_ring.
 cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
                                    const uint16_t* x, int m, const int32_t* topk_ids,
                                    const float* topk_weights, int top_k, uint16_t* h, cudaStream_t stream,
@@ -362,16 +362,21 @@ cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8
   // the two launches together were slower than the streaming pair at m = 4 (not yet understood).
   const bool ring_fits = ring_moe_plan(false, hidden, inter, m, top_k, d).ok &&
                          ring_moe_plan(true, hidden, inter, m, top_k, d).ok;
-  if (path == MoePath::kRing ? ring_fits : (path == MoePath::kAuto && ring_fits && m <= 2)) {
+  if (path == MoePath::kAuto && ring_fits && m <= 2) path = MoePath::kRing;
+  if (path == MoePath::kRing || path == MoePath::kWgmma) {
+    if (!ring_fits) return cudaErrorInvalidValue;
     // h lives at the workspace start; w2 reads the ids before its PDL wait: the w1|w3 launch in
-    // between ran its own wait on whatever produced them.
+    // between ran its own wait on whatever produced them (and triggers only after it).
     auto* h = reinterpret_cast<uint16_t*>(ws + w.hq);
-    DSV4_GEMV_TRY(sm90_fp4_moe_w13_ring(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,
-                                        top_k, h, stream, true));
+    DSV4_GEMV_TRY(path == MoePath::kWgmma
+                      ? sm90_fp4_moe_w13_wgmma(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,
+                                               top_k, h, stream, true)
+                      : sm90_fp4_moe_w13_ring(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,
+                                              top_k, h, stream, true));
     return sm90_fp4_moe_w2_ring(w2, num_experts, hidden, inter, h, m, topk_ids, top_k, y, stream, true,
                                 true);
   }
-  if (path == MoePath::kRing) return cudaErrorInvalidValue;
+  if (path != MoePath::kAuto && path != MoePath::kStream) return cudaErrorInvalidValue;
   auto* hq = ws + w.hq;
   auto* hs = reinterpret_cast<float*>(ws + w.hs);
   DSV4_GEMV_TRY(sm90_fp4_moe_w13(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,

@@ -1,4 +1,4 @@
-// Experimental w1|w3 + SwiGLU stage of the ring MoE pair on the FP8 tensor cores (wgmma), sm_90a.
+// w1|w3 + SwiGLU stage of the ring MoE pair on the FP8 tensor cores (wgmma), sm_90a.
 // Same contract, pieces, ring and numerics as moe_w13_ring_kernel (sm90_fp4_moe_ring.cuh), but a
 // warpgroup (4 warps = 64 rows) runs wgmma.m64n8k32.e4m3 with the FP4 codes placed into e4m3 A
 // fragments in registers (value x 2^-6, exact) and the quantised activations as B in shared

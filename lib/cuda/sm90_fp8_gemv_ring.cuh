@@ -28,6 +28,7 @@ struct RParams {
   uint16_t* y;             // bf16 [m, n]
   int n, k, m, kt, nrg;    // nrg = 16-row groups = nt * 8
   int split, lg_split, groups, units, grid, depth, units_per_cta;
+  int trig_early;  // 1: pdl_trigger() first (see pdl_trigger), else after pdl_wait()
 };
 
 struct RLayout {
@@ -59,6 +60,7 @@ __global__ void __launch_bounds__(kRThreads, 2) fp8_ring_kernel(const __grid_con
   float* sxs = reinterpret_cast<float*>(smem + L.sxs);
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   const int KT = p.kt, D = p.depth, G = p.groups;
+  if (p.trig_early) gemv_detail::pdl_trigger();
   const int lrg = warp >> p.lg_split, s = warp & (p.split - 1);
   const int kb = s * KT / p.split, ke = (s + 1) * KT / p.split, nk = ke - kb;
   gemv_detail::WarpRing ring(bars + warp * kMaxDepth, smem + L.ring + warp * D * kPieceBytes, kPieceBytes, D);
@@ -93,7 +95,7 @@ __global__ void __launch_bounds__(kRThreads, 2) fp8_ring_kernel(const __grid_con
   }
   // Weights and their scales are independent of earlier kernels; x and y are not.
   gemv_detail::pdl_wait();
-  gemv_detail::pdl_trigger();
+  if (!p.trig_early) gemv_detail::pdl_trigger();
   direct_detail::stage_act_e4m3<kRThreads>(p.x, p.m, p.k, KT, xs, L.xs_stride, sxs, p.k);
   __syncthreads();
   const direct_detail::BSources<NH> bs = direct_detail::b_sources<NH>(xs, L.xs_stride, sxs, p.m, KT, g, tq);

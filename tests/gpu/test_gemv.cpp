@@ -371,7 +371,7 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
     CHECK(untouched_bad == 0);
     CHECK(double(exact) >= min_exact * double(total));
   };
-  if (ring) {  // the experimental wgmma stage 1 (gemv_diag.hpp), same contract
+  if (ring) {  // the wgmma stage 1, same contract
     DevBuf dh(size_t(P * hst) * 2);
     REQUIRE(cudaMemset(dh.p, 0xff, size_t(P * hst) * 2) == cudaSuccess);
     REQUIRE(dc::sm90_fp4_moe_w13_wgmma(d13.as<uint8_t>(), E, H, I, dx.as<uint16_t>(), m, dids.as<int32_t>(),
@@ -426,8 +426,8 @@ void run_moe_case(std::mt19937_64& rng, const MoeCase& c) {
 
   // ---- both stages through the one-call API (each pair), end-to-end reference, twice ----
   std::vector<uint16_t> stream_y;
-  for (auto path : {dc::MoePath::kStream, dc::MoePath::kRing}) {
-  if (path == dc::MoePath::kRing && !ring) continue;
+  for (auto path : {dc::MoePath::kStream, dc::MoePath::kRing, dc::MoePath::kWgmma}) {
+  if (path != dc::MoePath::kStream && !ring) continue;
   CAPTURE(static_cast<int>(path));
   std::vector<uint16_t> first;
   for (int rep = 0; rep < 2; ++rep) {

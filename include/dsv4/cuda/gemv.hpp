@@ -101,9 +101,22 @@ cudaError_t sm90_fp4_moe_w2_ring(const uint8_t* w2, int num_experts, int64_t hid
                                  uint16_t* y, cudaStream_t stream, bool pdl = true,
                                  bool ids_early = false, int warps = 0);
 
-// sm90_fp4_moe_gemv with the pair forced: kAuto takes the ring pair where it applies and m <= 2,
-// else the streaming pair; kRing fails with cudaErrorInvalidValue where the ring pair does not apply.
-enum class MoePath : int { kAuto = 0, kStream = 1, kRing = 2 };
+// sm90_fp4_moe_w13_ring's contract (bf16 h, m <= 8, sm90_fp4_moe_ring_ok) on the FP8 tensor cores
+// (wgmma m64n8k32 e4m3: FP4 codes placed exactly into e4m3 A fragments, x quantised per 128 as in
+// §5.1, every 32-input group's product promoted to f32 with its scales). The tensor cores keep fewer
+// accumulator bits inside a group than an f32 sum: h stays within the same bound (one bf16 ulp of
+// g and u, then h's rounding) but only ≈ 96–98 % of it is bit-identical to the f64 reference
+// (≈ 99 % for the f16 mma.sync ring kernel). Faster, most of all for m > 1 (docs/performance.md).
+cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
+                                   const uint16_t* x, int m, const int32_t* topk_ids,
+                                   const float* topk_weights, int top_k, uint16_t* h, cudaStream_t stream,
+                                   bool pdl = true);
+
+// sm90_fp4_moe_gemv with the pair forced: kStream = the streaming pair (any m, workspace counters);
+// kRing = ring w1|w3 + ring w2; kWgmma = wgmma w1|w3 + ring w2 (kRing / kWgmma fail with
+// cudaErrorInvalidValue where sm90_fp4_moe_ring_ok is false); kAuto = the fastest measured pair for m
+// (see sm90_fp4_moe_gemv).
+enum class MoePath : int { kAuto = 0, kStream = 1, kRing = 2, kWgmma = 3 };
 cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8_t* w2,
                                    int num_experts, int64_t hidden, int64_t inter,
                                    const uint16_t* x, int m, const int32_t* topk_ids,

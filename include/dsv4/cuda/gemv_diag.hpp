@@ -15,11 +15,4 @@ cudaError_t sm90_fp4_moe_w2_ring_variant(int variant, const uint8_t* w2, int num
                                          int top_k, uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early,
                                          int warps);
 
-// Experimental: sm90_fp4_moe_w13_ring's contract (bf16 h, m <= 8) on the FP8 tensor cores (wgmma
-// m64n8k32 e4m3, FP4 codes as e4m3 A fragments in registers). Not yet used by the engine.
-cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t hidden, int64_t inter,
-                                   const uint16_t* x, int m, const int32_t* topk_ids,
-                                   const float* topk_weights, int top_k, uint16_t* h, cudaStream_t stream,
-                                   bool pdl = true);
-
 }  // namespace dsv4::cuda
