@@ -190,7 +190,9 @@ struct Row {
   std::string lt_kind;  // lt_mode_name() ("*" = ran at m = 16: refused at this m) or "" (none)
   // FP8 rows: each kernel forced (us = the launch-time choice, PDL on), and the choice without PDL.
   double us_stream = -1, us_direct = -1, us_ring = -1, us_nopdl = -1;
-  double us_ring16 = -1;  // MoE rows: the ring pair with 16 warps per CTA (main column: 8)
+  // MoE rows: us = what sm90_fp4_moe_gemv runs; us_stream / us_ring = the streaming / ring kernels
+  // (pairs on the "both" row), us_ring16 = the ring kernel with 16 warps per CTA.
+  double us_ring16 = -1;
 };
 std::vector<Row> rows;
 
@@ -202,7 +204,8 @@ void print_row(const Row& r) {
   }
   char paths[128] = "";
   if (r.us_direct < 0 && r.us_stream > 0)
-    std::snprintf(paths, sizeof paths, " stream %7.2f | ring16 %7.2f |", r.us_stream, r.us_ring16);
+    std::snprintf(paths, sizeof paths, " stream %7.2f | ring %7.2f | ring16 %7.2f |", r.us_stream, r.us_ring,
+                  r.us_ring16);
   if (r.us_direct > 0)
     std::snprintf(paths, sizeof paths, " %7.2f | %7.2f | %7.2f | %7.2f |", r.us_stream, r.us_direct, r.us_ring,
                   r.us_nopdl);
@@ -480,18 +483,20 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
       }
     }
     const std::string tag = "routed x" + std::to_string(top_k);
+    double wg13 = -1, pair_ring = -1, pair_wg = -1;
     if (r13 > 0) {
       Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
+      wg13 = time_graph(
+          [&](int i, cudaStream_t s) {
+            CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i), twp(i), top_k,
+                                          hb.as<uint16_t>(), s));
+          },
+          reps, st);
+      pair_ring = time_all(dc::MoePath::kRing);
+      pair_wg = time_all(dc::MoePath::kWgmma);
       std::printf("routed x%d m=%d w1|w3: ring %.2f us | wgmma %.2f us; both launches: stream %.2f | ring %.2f | "
                   "wgmma %.2f us\n",
-                  top_k, m, r13,
-                  time_graph(
-                      [&](int i, cudaStream_t s) {
-                        CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i),
-                                                      twp(i), top_k, hb.as<uint16_t>(), s));
-                      },
-                      reps, st),
-                  usall_stream, time_all(dc::MoePath::kRing), time_all(dc::MoePath::kWgmma));
+                  top_k, m, r13, wg13, usall_stream, pair_ring, pair_wg);
     }
     if (m == 1 && r2 > 0) {
       // Pair interactions (diagnostic): w1|w3 (ring or wgmma) then w2 ring, with PDL / ids_early off
@@ -520,6 +525,71 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
         std::printf("\n");
       }
     }
+    if (r2 > 0) {
+      // Placement study (diagnostic): a graph of `pairs` traced pairs, replayed once after a warm-up;
+      // per launch, SMs holding two of its CTAs and how long CTAs there ran against the others.
+      const int pairs = 16, gmax = 1024;
+      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2), tr(size_t(pairs) * 2 * 3 * gmax * 4);
+      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
+      for (int wg = 0; wg < 2; ++wg) {
+        int g13 = 0, g2 = 0;
+        auto enqueue = [&](cudaStream_t s) {
+          for (int i = 0; i < pairs; ++i)
+            CK(dc::sm90_fp4_moe_pair_traced(wg == 1, w13.as<uint8_t>(), w2.as<uint8_t>(), E, H, I, x.as<uint16_t>(),
+                                            m, idp(i), twp(i), top_k, hb.as<uint16_t>(), y.as<uint16_t>(), s,
+                                            tr.as<uint32_t>(size_t(2 * i) * 3 * gmax * 4),
+                                            tr.as<uint32_t>(size_t(2 * i + 1) * 3 * gmax * 4), &g13, &g2));
+        };
+        cudaGraph_t g;
+        cudaGraphExec_t ge;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        enqueue(st);
+        CK(cudaStreamEndCapture(st, &g));
+        CK(cudaGraphInstantiate(&ge, g, 0));
+        for (int it = 0; it < 3; ++it) CK(cudaGraphLaunch(ge, st));
+        CK(cudaStreamSynchronize(st));
+        std::vector<uint32_t> t(size_t(pairs) * 2 * 3 * gmax);
+        CK(cudaMemcpy(t.data(), tr.p, t.size() * 4, cudaMemcpyDeviceToHost));
+        CK(cudaGraphExecDestroy(ge));
+        CK(cudaGraphDestroy(g));
+        for (int st2 = 0; st2 < 2; ++st2) {
+          const int grid = st2 ? g2 : g13;
+          double dbl_sms = 0, dur_dbl = 0, dur_one = 0, span = 0, end_dbl = 0, end_one = 0;
+          int n_dbl = 0, n_one = 0, launches = 0;
+          for (int i = 2; i < pairs; ++i) {
+            const uint32_t* o = t.data() + size_t(2 * i + st2) * 3 * gmax;
+            std::vector<int> per(1024, 0);
+            uint32_t t0 = o[1], t1 = o[2], e0 = o[2];
+            for (int b = 0; b < grid; ++b) {
+              ++per[o[3 * b] & 1023];
+              t0 = std::min(t0, o[3 * b + 1]);
+              t1 = std::max(t1, o[3 * b + 2]);
+              e0 = std::min(e0, o[3 * b + 2]);
+            }
+            for (int b = 0; b < grid; ++b) {
+              const double dur = (o[3 * b + 2] - o[3 * b + 1]) * 1e-3, end = (o[3 * b + 2] - e0) * 1e-3;
+              if (per[o[3 * b] & 1023] > 1) {
+                dur_dbl += dur;
+                end_dbl += end;
+                ++n_dbl;
+              } else {
+                dur_one += dur;
+                end_one += end;
+                ++n_one;
+              }
+            }
+            for (int c : per) dbl_sms += c > 1;
+            span += (t1 - t0) * 1e-3;
+            ++launches;
+          }
+          std::printf("placement x%d m=%d %s pair, %s (grid %d): SMs with 2 CTAs %.1f per launch | CTA us there %.2f "
+                      "vs %.2f, end after the first end %.2f vs %.2f | launch span %.2f us\n",
+                      top_k, m, wg ? "wgmma" : "ring", st2 ? "w2" : "w1|w3", grid, dbl_sms / launches,
+                      n_dbl ? dur_dbl / n_dbl : 0.0, n_one ? dur_one / n_one : 0.0, n_dbl ? end_dbl / n_dbl : 0.0,
+                      n_one ? end_one / n_one : 0.0, span / launches);
+        }
+      }
+    }
     if (m == 1 && r2 > 0) {
       // Stage breakdown of the ring w2 kernel (timing-only variants, garbage outputs).
       Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
@@ -535,13 +605,17 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
                         reps, st));
       std::printf("\n");
     }
-    const double u13 = r13 > 0 ? r13 : us13, u2 = r2 > 0 ? r2 : us2;
+    // Main columns: what sm90_fp4_moe_gemv runs (stage 1: wgmma where the ring-type pair applies).
+    const double u13 = wg13 > 0 ? wg13 : us13, u2 = r2 > 0 ? r2 : us2;
     Row r13r{tag + " w1|w3", "4096x4096", m, by13 / 1e6, u13, by13 / u13 / 1e6, lt13, ltk};
     Row r2r{tag + " w2", "4096x2048", m, by2 / 1e6, u2, by2 / u2 / 1e6, lt2, ltk};
     Row ra{tag + " both", "(2 launches)", m, (by13 + by2) / 1e6, usall, (by13 + by2) / usall / 1e6,
            (lt13 > 0 && lt2 > 0) ? lt13 + lt2 : -1, ltk};
     r13r.us_stream = us13;
     r2r.us_stream = us2;
+    r13r.us_ring = r13;
+    r2r.us_ring = r2;
+    ra.us_ring = pair_ring;
     r13r.us_ring16 = r13_16;
     r2r.us_ring16 = r2_16;
     ra.us_stream = usall_stream;

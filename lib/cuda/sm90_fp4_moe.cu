@@ -39,8 +39,9 @@ bool shape_ok(int num_experts, int64_t hidden, int64_t inter, int m, int top_k) 
 // Ring pair plans (sm90_fp4_moe_ring.cuh). w13: grid = min(SMs, flat units at S = 8); the split
 // is chosen on the device once the number of expert chunks is known. w2: G2 row groups per CTA
 // unit minimising rounds x pieces per warp for the worst case (every slot its own expert; ties:
-// larger G2), jmax partial slots per warp. Depth: the deepest ring (8..3 slots) that keeps two CTAs
-// per SM (PDL overlap), else one.
+// larger G2), jmax partial slots per warp. Depth: the deepest ring (8..3 slots) within half an SM's
+// shared memory, else within the opt-in limit; either way the CTA then asks for more than half (one
+// CTA per SM, see the end of ring_moe_plan).
 struct RingMoePlan {
   moe_ring_detail::MRParams p;
   size_t smem;
@@ -50,6 +51,9 @@ struct RingMoePlan {
 bool ring_shape_ok(int64_t hidden, int64_t inter, int m) {
   return m <= moe_ring_detail::kMaxM && inter % 8 == 0 && hidden % 8 == 0;
 }
+// Dynamic shared memory that keeps a second CTA (of any of our ring-type kernels) off the SM:
+// two CTAs with it and the 1 KB the driver reserves per CTA exceed the SM's shared memory.
+int64_t half_sm_exclusive(const DeviceInfo& d) { return d.smem_per_sm / 2 - 1024 + 128; }
 // wgmma: the warpgroup w1|w3 kernel (sm90_fp4_moe_wgmma.cuh; w2 must be false).
 RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top_k, const DeviceInfo& d,
                           int warps = 0, bool wgmma = false) {
@@ -98,7 +102,27 @@ RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top
     }
     if (rp.ok) break;
   }
+  // One CTA per SM, always: with PDL, a launch whose CTAs cannot sit beside the running kernel's
+  // gets them placed as SMs free up, two on each of the first SMs to free (measured: ~60 of 132 SMs
+  // doing the whole launch, 25-40 % slower pairs; docs/kernels.md "Placement"). Asking for more
+  // than half an SM's shared memory rules that out; the ring depth stays the one chosen above
+  // (deeper rings measured slower).
+  rp.smem = std::max<size_t>(rp.smem, static_cast<size_t>(half_sm_exclusive(d)));
   return rp;
+}
+// Operands of a ring-pair w2 launch.
+void set_w2_operands(moe_ring_detail::MRParams& p, const uint8_t* w2, int num_experts, int64_t hidden,
+                     int64_t inter, const uint16_t* h, const int32_t* ids, uint16_t* y, bool ids_early) {
+  p.w = w2;
+  p.expert_stride = static_cast<int64_t>(fp4_w2_expert_bytes(hidden, inter));
+  p.num_experts = num_experts;
+  p.x = h;
+  p.x_stride = sm90_fp4_moe_h_stride(inter);
+  p.ids = ids;
+  p.topw = nullptr;
+  p.out = y;
+  p.out_stride = hidden;
+  p.ids_early = ids_early ? 1 : 0;
 }
 // Operands of a ring-pair w1|w3 launch (the ring or the wgmma kernel).
 void set_w13_operands(moe_ring_detail::MRParams& p, const uint8_t* w13, int num_experts, int64_t hidden,
@@ -215,16 +239,7 @@ cudaError_t sm90_fp4_moe_w2_ring_variant(int variant, const uint8_t* w2, int num
   DSV4_GEMV_TRY(device_info(&d));
   RingMoePlan rp = ring_moe_plan(true, hidden, inter, m, top_k, d, warps);
   if (!rp.ok) return cudaErrorInvalidValue;
-  rp.p.w = w2;
-  rp.p.expert_stride = static_cast<int64_t>(fp4_w2_expert_bytes(hidden, inter));
-  rp.p.num_experts = num_experts;
-  rp.p.x = h;
-  rp.p.x_stride = sm90_fp4_moe_h_stride(inter);
-  rp.p.ids = topk_ids;
-  rp.p.topw = nullptr;
-  rp.p.out = y;
-  rp.p.out_stride = hidden;
-  rp.p.ids_early = ids_early ? 1 : 0;
+  set_w2_operands(rp.p, w2, num_experts, hidden, inter, h, topk_ids, y, ids_early);
   using namespace moe_ring_detail;
   if (rp.warps == 16) return launch_ring_moe<moe_w2_ring_kernel<16>>(rp, d, stream, pdl);
   switch (variant) {
@@ -233,6 +248,30 @@ cudaError_t sm90_fp4_moe_w2_ring_variant(int variant, const uint8_t* w2, int num
     case 3: return launch_ring_moe<moe_w2_ring_kernel<8, 3>>(rp, d, stream, pdl);
     default: return launch_ring_moe<moe_w2_ring_kernel<8>>(rp, d, stream, pdl);
   }
+}
+
+// Diagnostic (gemv_diag.hpp): one ring-type pair with per-CTA placement traces.
+cudaError_t sm90_fp4_moe_pair_traced(bool wgmma, const uint8_t* w13, const uint8_t* w2, int num_experts,
+                                     int64_t hidden, int64_t inter, const uint16_t* x, int m,
+                                     const int32_t* topk_ids, const float* topk_weights, int top_k, uint16_t* h,
+                                     uint16_t* y, cudaStream_t stream, uint32_t* trace13, uint32_t* trace2,
+                                     int* grid13, int* grid2) {
+  if (!shape_ok(num_experts, hidden, inter, m, top_k)) return cudaErrorInvalidValue;
+  DeviceInfo d;
+  DSV4_GEMV_TRY(device_info(&d));
+  RingMoePlan r13 = ring_moe_plan(false, hidden, inter, m, top_k, d, 8, wgmma);
+  RingMoePlan r2 = ring_moe_plan(true, hidden, inter, m, top_k, d, 8);
+  if (!r13.ok || !r2.ok) return cudaErrorInvalidValue;
+  set_w13_operands(r13.p, w13, num_experts, hidden, inter, x, topk_ids, topk_weights, h);
+  set_w2_operands(r2.p, w2, num_experts, hidden, inter, h, topk_ids, y, true);
+  r13.p.trace = trace13;
+  r2.p.trace = trace2;
+  *grid13 = r13.p.grid;
+  *grid2 = r2.p.grid;
+  using namespace moe_ring_detail;
+  DSV4_GEMV_TRY(wgmma ? launch_ring_moe<moe_w13_wg_kernel>(r13, d, stream, true)
+                      : launch_ring_moe<moe_w13_ring_kernel<8>>(r13, d, stream, true));
+  return launch_ring_moe<moe_w2_ring_kernel<8>>(r2, d, stream, true);
 }
 
 // Each query returns the largest need of any m' <= m: a workspace sized for m serves every
@@ -358,13 +397,14 @@ cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8
   const MoeWs w = moe_ws(hidden, inter, m, top_k, d);
   if (workspace_bytes < w.total) return cudaErrorInvalidValue;
   auto* ws = static_cast<uint8_t*>(workspace);
-  // kAuto: the ring pair up to m = 2. Measured (docs/performance.md): faster per stage at m <= 4, but
-  // the two launches together were slower than the streaming pair at m = 4 (not yet understood).
-  const bool ring_fits = ring_moe_plan(false, hidden, inter, m, top_k, d).ok &&
-                         ring_moe_plan(true, hidden, inter, m, top_k, d).ok;
-  if (path == MoePath::kAuto && ring_fits && m <= 2) path = MoePath::kRing;
+  // kAuto: the wgmma pair wherever it applies (m <= 8), else the streaming pair. Measured
+  // (docs/performance.md): fastest of the three pairs at m = 1 and 4 for top-4 and top-6.
+  const bool w2_fits = ring_moe_plan(true, hidden, inter, m, top_k, d).ok;
+  const bool ring_fits = w2_fits && ring_moe_plan(false, hidden, inter, m, top_k, d).ok;
+  const bool wg_fits = w2_fits && ring_moe_plan(false, hidden, inter, m, top_k, d, 8, true).ok;
+  if (path == MoePath::kAuto) path = wg_fits ? MoePath::kWgmma : MoePath::kStream;
   if (path == MoePath::kRing || path == MoePath::kWgmma) {
-    if (!ring_fits) return cudaErrorInvalidValue;
+    if (!(path == MoePath::kRing ? ring_fits : wg_fits)) return cudaErrorInvalidValue;
     // h lives at the workspace start; w2 reads the ids before its PDL wait: the w1|w3 launch in
     // between ran its own wait on whatever produced them (and triggers only after it).
     auto* h = reinterpret_cast<uint16_t*>(ws + w.hq);
@@ -376,7 +416,7 @@ cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8
     return sm90_fp4_moe_w2_ring(w2, num_experts, hidden, inter, h, m, topk_ids, top_k, y, stream, true,
                                 true);
   }
-  if (path != MoePath::kAuto && path != MoePath::kStream) return cudaErrorInvalidValue;
+  if (path != MoePath::kStream) return cudaErrorInvalidValue;
   auto* hq = ws + w.hq;
   auto* hs = reinterpret_cast<float*>(ws + w.hs);
   DSV4_GEMV_TRY(sm90_fp4_moe_w13(w13, num_experts, hidden, inter, x, m, topk_ids, topk_weights,

@@ -41,7 +41,24 @@ struct MRParams {
   uint16_t* out;           // w13: h bf16 [m*top_k, out_stride]; w2: y bf16 [m, n]
   int64_t out_stride;
   int grid, depth, ids_early, g2, jmax;
+  uint32_t* trace;         // diagnostic (gemv_diag.hpp), normally null: per CTA {SM id, start, end}
 };
+
+// Placement trace (diagnostic): globaltimer (ns, low 32 bits) at CTA start and end, and the SM id.
+__device__ __forceinline__ uint32_t trace_clock() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return static_cast<uint32_t>(t);
+}
+__device__ __forceinline__ void trace_cta(const MRParams& p, uint32_t t0) {
+  if (p.trace == nullptr || threadIdx.x != 0) return;
+  uint32_t smid;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+  uint32_t* o = p.trace + 3 * blockIdx.x;
+  o[0] = smid;
+  o[1] = t0;
+  o[2] = trace_clock();
+}
 
 struct MRLayout {
   int bars, routing, red, ybuf, xs, xs_stride, sxs, ring, total;
@@ -205,6 +222,7 @@ __device__ __forceinline__ void fp4_step(uint32_t wg, uint32_t wg8, uint32_t scg
 // ---- stage 1: w1|w3 + SwiGLU ------------------------------------------------------------------
 template <int kW>
 __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __grid_constant__ MRParams p) {
+  const uint32_t trace_t0 = p.trace ? trace_clock() : 0u;
   constexpr int kT = kW * 32;
   extern __shared__ __align__(128) uint8_t smem[];
   const MRLayout L = mr_layout(false, kW, p.m, p.top_k, p.kt, p.depth, p.g2, p.jmax);
@@ -339,11 +357,13 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w13_ring_kernel(const __
     }
     if (S > 1) __syncthreads();  // red is reused by the next unit
   }
+  trace_cta(p, trace_t0);
 }
 
 // ---- stage 2: w2 + expert sum -----------------------------------------------------------------
 template <int kW, int kVar = 0>
 __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __grid_constant__ MRParams p) {
+  const uint32_t trace_t0 = p.trace ? trace_clock() : 0u;
   constexpr int kT = kW * 32;
   extern __shared__ __align__(128) uint8_t smem[];
   const MRLayout L = mr_layout(true, kW, p.m, p.top_k, p.kt, p.depth, p.g2, p.jmax);
@@ -486,6 +506,7 @@ __global__ void __launch_bounds__(kW * 32, 16 / kW) moe_w2_ring_kernel(const __g
     }
     __syncthreads();  // red and ybuf are reused by the next unit
   }
+  trace_cta(p, trace_t0);
 }
 
 }  // namespace dsv4::cuda::moe_ring_detail

@@ -47,6 +47,7 @@ __host__ __device__ inline WgLayout wg_layout(int m, int kt, int depth) {
 }
 
 __global__ void __launch_bounds__(256, 1) moe_w13_wg_kernel(const __grid_constant__ MRParams p) {
+  const uint32_t trace_t0 = p.trace ? trace_clock() : 0u;
   extern __shared__ __align__(128) uint8_t smem[];
   const WgLayout L = wg_layout(p.m, p.kt, p.depth);
   Routing* rt = reinterpret_cast<Routing*>(smem + L.routing);
@@ -244,6 +245,7 @@ __global__ void __launch_bounds__(256, 1) moe_w13_wg_kernel(const __grid_constan
     }
     if (S == 2) __syncthreads();  // red is reused by the next unit
   }
+  trace_cta(p, trace_t0);
 }
 
 }  // namespace dsv4::cuda::moe_ring_detail
