@@ -46,7 +46,7 @@ struct RingMoePlan {
   moe_ring_detail::MRParams p;
   size_t smem;
   int warps;
-  bool ok, two_per_sm;
+  bool ok;
 };
 bool ring_shape_ok(int64_t hidden, int64_t inter, int m) {
   return m <= moe_ring_detail::kMaxM && inter % 8 == 0 && hidden % 8 == 0;
@@ -87,7 +87,9 @@ RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top
     p.grid = std::min(nrg / p.g2, d.sms);
     p.jmax = static_cast<int>(ceil_div(ceil_div(int64_t{p.g2} * P * p.kt, rp.warps), p.kt)) + 1;
   }
-  // 16 warps x ~105 registers never fit two CTAs per SM: only the 8-warp variant tries.
+  // The ring depth: the deepest within half an SM (a depth measured well when two CTAs shared an
+  // SM; deeper rings measured slower even alone), else within the opt-in limit. 16 warps only ever
+  // used the opt-in budget.
   const int64_t half_sm = rp.warps == 8 ? d.smem_per_sm / 2 - 1024 : 0, optin = d.smem_optin - 1024;
   for (int64_t budget : {half_sm, optin}) {
     for (int depth = kMaxDepth; depth >= 3 && !rp.ok; --depth) {
@@ -95,7 +97,6 @@ RingMoePlan ring_moe_plan(bool w2, int64_t hidden, int64_t inter, int m, int top
                               : mr_layout(w2, rp.warps, m, top_k, p.kt, depth, p.g2, p.jmax).total;
       if (total <= budget) {
         rp.ok = true;
-        rp.two_per_sm = budget == half_sm;
         p.depth = depth;
         rp.smem = static_cast<size_t>(total);
       }

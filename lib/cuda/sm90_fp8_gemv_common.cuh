@@ -251,10 +251,11 @@ __device__ __forceinline__ uint32_t quantize16_e4m3(const float (&v)[16], float 
 // scheduled; its CTAs start as SM resources free up. Both are no-ops without PDL.
 // Kernels trigger right after their wait (then the launch after next starts only once this one's
 // predecessor has completed), except where triggering first measured faster (the FP8 ring kernel
-// without split-K: there the launch after next takes the SM slots this kernel's predecessor frees
-// and prefetches while this one waits and stages x; docs/kernels.md has the numbers). Triggering
-// first is safe for every reader that waits before touching inputs; it is not for a launch that
-// reads routing ids before its wait (moe w2 ids_early): w1|w3 must keep triggering after its wait.
+// when its grid covers every SM: there the launch after next takes the SM slots this kernel's
+// predecessor frees and prefetches while this one waits and stages x; docs/kernels.md has the
+// numbers). Triggering first is safe for every reader that waits before touching inputs; it is not
+// for a launch that reads routing ids before its wait (moe w2 ids_early): w1|w3 must keep
+// triggering after its wait.
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
 

@@ -57,8 +57,9 @@ cudaError_t sm90_fp8_gemv_path(Fp8GemvPath path, const uint8_t* w_tiled, const u
 // and y[t] = bf16( sum over the token's valid slots, in ascending expert id, of f32(y_tj) ).
 // A slot repeated inside one token is computed twice (each with its own weight). Experts chosen
 // by several tokens are read once per launch (up to 8 tokens per pass for m <= 8, 16 otherwise).
-// For m <= 8 it runs the wgmma pair (MoePath::kWgmma below): g and u come from the FP8 tensor cores,
-// within the same bound as the f32 paths but not always bit-identical to them.
+// Where the ring-type pair fits (m <= 8 and both stages' shared memory; at Flash shapes up to m = 4)
+// it runs the wgmma pair (MoePath::kWgmma below): g and u come from the FP8 tensor cores, within the
+// same bound as the f32 paths but not always bit-identical to them; else the streaming pair.
 size_t sm90_fp4_moe_workspace_bytes(int64_t hidden, int64_t inter, int m, int top_k);
 cudaError_t sm90_fp4_moe_gemv(const uint8_t* w13, const uint8_t* w2, int num_experts,
                               int64_t hidden, int64_t inter, const uint16_t* x, int m,
@@ -116,8 +117,8 @@ cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t 
 
 // sm90_fp4_moe_gemv with the pair forced: kStream = the streaming pair (any m, workspace counters);
 // kRing = ring w1|w3 + ring w2; kWgmma = wgmma w1|w3 + ring w2 (kRing / kWgmma fail with
-// cudaErrorInvalidValue where sm90_fp4_moe_ring_ok is false); kAuto = what sm90_fp4_moe_gemv runs:
-// the wgmma pair where it applies (m <= 8), else the streaming pair.
+// cudaErrorInvalidValue where they do not fit); kAuto = what sm90_fp4_moe_gemv runs: the wgmma
+// pair where it fits, else the streaming pair.
 enum class MoePath : int { kAuto = 0, kStream = 1, kRing = 2, kWgmma = 3 };
 cudaError_t sm90_fp4_moe_gemv_path(MoePath path, const uint8_t* w13, const uint8_t* w2,
                                    int num_experts, int64_t hidden, int64_t inter,
