@@ -423,10 +423,12 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
     const double usall = time_all(dc::MoePath::kAuto);
     // The ring pair where it applies (m <= 8): stage 1 alone, stage 2 alone (ids read early: in
     // this chain no kernel writes them).
+    // One bf16 h buffer [m*top_k, h_stride] (zeroed) for every ring-type stage timed below.
+    const size_t hbytes = size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2;
+    Dev hb(hbytes);
+    CK(cudaMemset(hb.p, 0, hbytes));
     double r13 = -1, r2 = -1, r13_16 = -1, r2_16 = -1;
     if (dc::sm90_fp4_moe_ring_ok(H, I, m, top_k)) {
-      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
-      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
       for (int warps : {16, 8}) {
         if (!dc::sm90_fp4_moe_ring_ok(H, I, m, top_k, warps)) continue;
         (warps == 8 ? r13 : r13_16) = time_graph(
@@ -485,7 +487,6 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
     const std::string tag = "routed x" + std::to_string(top_k);
     double wg13 = -1, pair_ring = -1, pair_wg = -1;
     if (r13 > 0) {
-      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
       wg13 = time_graph(
           [&](int i, cudaStream_t s) {
             CK(dc::sm90_fp4_moe_w13_wgmma(w13.as<uint8_t>(), E, H, I, x.as<uint16_t>(), m, idp(i), twp(i), top_k,
@@ -501,8 +502,6 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
     if (m == 1 && r2 > 0) {
       // Pair interactions (diagnostic): w1|w3 (ring or wgmma) then w2 ring, with PDL / ids_early off
       // on one side, or w2 at 16 warps.
-      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
-      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
       for (int wg = 0; wg < 2; ++wg) {
         std::printf("pair x%d m=1 %s w1|w3 + ring w2, us:", top_k, wg ? "wgmma" : "ring");
         struct V { const char* name; bool pdl13, pdl2, early; int w2warps; };
@@ -529,8 +528,7 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
       // Placement study (diagnostic): a graph of `pairs` traced pairs, replayed once after a warm-up;
       // per launch, SMs holding two of its CTAs and how long CTAs there ran against the others.
       const int pairs = 16, gmax = 1024;
-      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2), tr(size_t(pairs) * 2 * 3 * gmax * 4);
-      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
+      Dev tr(size_t(pairs) * 2 * 3 * gmax * 4);
       for (int wg = 0; wg < 2; ++wg) {
         int g13 = 0, g2 = 0;
         auto enqueue = [&](cudaStream_t s) {
@@ -592,8 +590,6 @@ void bench_moe(const LtCtx& lc, int top_k, const std::vector<int>& ms) {
     }
     if (m == 1 && r2 > 0) {
       // Stage breakdown of the ring w2 kernel (timing-only variants, garbage outputs).
-      Dev hb(size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2);
-      CK(cudaMemset(hb.p, 0, size_t(m) * top_k * dc::sm90_fp4_moe_h_stride(I) * 2));
       std::printf("ring w2 x%d m=1 stage breakdown, us: full %.2f", top_k, r2);
       for (int v : {1, 2, 3})
         std::printf(" | %s %.2f", v == 1 ? "no decode" : v == 2 ? "no mma" : "neither",
