@@ -1,14 +1,13 @@
 // Model / Session (contract in include/dsv4/engine.hpp) implemented once over the Backend
-// interface: the Session validates input (token ids, context), keeps the token history and the last
-// logits, and hands chunks to the backend; Model::load parses the config, applies the
-// experts-per-token override, picks the backend by name and loads the tokenizer. Nothing here
-// knows which backend runs.
+// interface: the Session hands chunks to the backend and keeps the last logits (the backend owns
+// position and tokens); Model::load parses the config, applies the experts-per-token override,
+// picks the backend from the registry by name and loads the tokenizer. Nothing here knows which
+// backends exist.
 #include "dsv4/engine.hpp"
 
 #include <filesystem>
 
 #include "dsv4/backend.hpp"
-#include "dsv4/cpu/cpu_backend.hpp"
 #include "dsv4/error.hpp"
 #include "dsv4/tokenizer.hpp"
 
@@ -20,28 +19,37 @@ class BackendSession final : public Session {
   BackendSession(Backend& be, int64_t max_context)
       : be_(&be), max_ctx_(max_context), h_(be.create_sequence(max_context)) {}
   BackendSession(Backend& be, const BackendSession& other)
-      : be_(&be), max_ctx_(other.max_ctx_), h_(be.fork_sequence(other.h_)),
-        tokens_(other.tokens_), logits_(other.logits_), rows_(other.rows_) {}
+      : be_(&be), max_ctx_(other.max_ctx_), h_(be.fork_sequence(other.h_)), logits_(other.logits_),
+        rows_(other.rows_) {}
   ~BackendSession() override { be_->release_sequence(h_); }
 
   void append(std::span<const int32_t> tokens, LogitsMode mode) override {
-    ForwardChunk c;  // the backend checks ids and context before anything changes (check_chunk)
-    c.seq = h_;
+    ForwardChunk c;  // the backend checks ids, context and memory before anything changes
     c.tokens = tokens;
     c.logits = mode;
-    c.logits_out = &logits_;
-    be_->forward({&c, 1});
+    std::vector<float> out;
+    c.logits_out = &out;
+    run(c);
+    logits_.swap(out);
     rows_ = mode == LogitsMode::none ? 0 : mode == LogitsMode::last ? 1 : static_cast<int64_t>(tokens.size());
-    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  }
+  ChunkResult step(ForwardChunk c) override {
+    logits_.clear();
+    rows_ = 0;
+    return run(c);
   }
   std::span<const float> logits() const override { return logits_; }
   int64_t logits_rows() const override { return rows_; }
-  int64_t position() const override { return static_cast<int64_t>(tokens_.size()); }
-  const std::vector<int32_t>& tokens() const override { return tokens_; }
+  int64_t position() const override { return be_->sequence_position(h_); }
+  std::vector<int32_t> tokens() const override { return be_->sequence_tokens(h_); }
   int64_t max_context() const override { return max_ctx_; }
   void reset() override {
     be_->reset_sequence(h_);
-    tokens_.clear();
+    logits_.clear();
+    rows_ = 0;
+  }
+  void truncate(int64_t position) override {
+    be_->truncate_sequence(h_, position);
     logits_.clear();
     rows_ = 0;
   }
@@ -49,10 +57,18 @@ class BackendSession final : public Session {
   SeqHandle handle() const override { return h_; }
 
  private:
+  ChunkResult run(ForwardChunk& c) {
+    c.seq = h_;
+    StepResult r = be_->forward({&c, 1});
+    ChunkResult& cr = r.chunks.at(0);
+    if (cr.status != ChunkStatus::ok)  // rolled back (session as before) or failed (unusable)
+      fail(cr.error_status == Status::ok ? Status::backend : cr.error_status, "{}", cr.error);
+    return std::move(cr);
+  }
+
   Backend* be_;
   int64_t max_ctx_;
   SeqHandle h_;
-  std::vector<int32_t> tokens_;
   std::vector<float> logits_;
   int64_t rows_ = 0;
 };
@@ -90,9 +106,34 @@ void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& dir, const ModelConfig& cfg,
                                       const BackendOptions& opt, const Logger& log) {
-  if (name == "cpu") return std::make_unique<cpu::CpuBackend>(dir, cfg, opt, log);
-  if (name == "cuda") fail(Status::unsupported, "backend 'cuda' is not available in this build");
-  fail(Status::unsupported, "unknown backend '{}' (expected cpu or cuda)", name);
+  std::string names;
+  for (const BackendEntry& e : registered_backends()) {
+    if (name == e.name) return e.make(dir, cfg, opt, log);
+    names += names.empty() ? e.name : std::string(", ") + e.name;
+  }
+  if (name == "cuda") fail(Status::unsupported, "backend 'cuda' is not available in this build (available: {})", names);
+  fail(Status::unsupported, "unknown backend '{}' (available: {})", name, names);
+}
+
+const std::string* find_param(const BackendOptions& opt, const std::string& key) {
+  const std::string* v = nullptr;
+  for (const auto& [k, val] : opt.params)
+    if (k == key) v = &val;  // the last setting wins, as on a command line
+  return v;
+}
+
+void check_params(const BackendOptions& opt, const std::string& backend, std::span<const char* const> known) {
+  for (const auto& [k, v] : opt.params) {
+    bool ok = false;
+    std::string all;
+    for (const char* n : known) {
+      ok = ok || k == n;
+      all += all.empty() ? n : std::string(", ") + n;
+    }
+    if (!ok)
+      fail(Status::invalid_argument, "{} backend: unknown setting '{}' (known: {})", backend, k,
+           all.empty() ? std::string("none") : all);
+  }
 }
 
 std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& opt, const Logger& log) {
@@ -102,9 +143,12 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   ModelConfig cfg = ModelConfig::from_file(cfg_path);
   if (opt.experts_per_token > 0) cfg.override_experts_per_token(opt.experts_per_token);
   BackendOptions bo;
-  bo.threads = opt.threads;
   bo.device_ids = opt.device_ids;
-  bo.indexer_ties_torch_cpu = opt.indexer_ties_torch_cpu;
+  bo.state_budget_bytes = opt.state_budget_bytes;
+  bo.max_sequences = opt.max_sequences;
+  bo.max_context = opt.max_context;
+  bo.rollback_tokens = opt.rollback_tokens;
+  bo.params = opt.backend_params;
   auto be = make_backend(opt.backend, dir, cfg, bo, log);
   std::unique_ptr<Tokenizer> tok;
   const fs::path tj = fs::path(dir) / "tokenizer.json";

@@ -25,6 +25,14 @@ std::vector<int32_t> seq(int n, int vocab, uint32_t seed) {
   for (int i = 0; i < n; ++i) v.push_back(static_cast<int32_t>((x = x * 1664525u + 1013904223u) >> 8) % vocab);
   return v;
 }
+dsv4::ForwardChunk chunk(dsv4::SeqHandle h, std::span<const int32_t> t, dsv4::LogitsMode mode, std::vector<float>* out) {
+  dsv4::ForwardChunk c;
+  c.seq = h;
+  c.tokens = t;
+  c.logits = mode;
+  c.logits_out = out;
+  return c;
+}
 #define NEED_MODEL(m)                                          \
   auto m = tiny_a();                                           \
   if (!m) {                                                    \
@@ -99,8 +107,8 @@ TEST_CASE("interleaved sessions, a batched forward, fork and reset are independe
   for (size_t pa = 0, pb = 0; pa < a.size() || pb < b.size();) {
     std::vector<dsv4::ForwardChunk> batch;
     const size_t na = std::min<size_t>(a.size() - pa, 6), nb = std::min<size_t>(b.size() - pb, 5);
-    if (na) batch.push_back({ha, std::span<const int32_t>(a).subspan(pa, na), dsv4::LogitsMode::all, &oa});
-    if (nb) batch.push_back({hb, std::span<const int32_t>(b).subspan(pb, nb), dsv4::LogitsMode::all, &ob});
+    if (na) batch.push_back(chunk(ha, std::span<const int32_t>(a).subspan(pa, na), dsv4::LogitsMode::all, &oa));
+    if (nb) batch.push_back(chunk(hb, std::span<const int32_t>(b).subspan(pb, nb), dsv4::LogitsMode::all, &ob));
     be.forward(batch);
     if (na) all_a.insert(all_a.end(), oa.begin(), oa.end());
     if (nb) all_b.insert(all_b.end(), ob.begin(), ob.end());
@@ -133,7 +141,7 @@ TEST_CASE("MTP layer: shape and determinism", "[engine][mtp]") {
   auto run = [&] {
     const auto h = be.create_sequence(64);
     std::vector<float> logits, streams, mtp;
-    dsv4::ForwardChunk c{h, std::span<const int32_t>(ids).first(19), dsv4::LogitsMode::all, &logits};
+    dsv4::ForwardChunk c = chunk(h, std::span<const int32_t>(ids).first(19), dsv4::LogitsMode::all, &logits);
     c.final_streams_out = &streams;
     be.forward({&c, 1});
     REQUIRE(streams.size() == static_cast<size_t>(19 * cfg.hc_mult * cfg.hidden_size));
@@ -163,6 +171,11 @@ TEST_CASE("generate stops on EOS, max tokens and context", "[engine][generate]")
   const auto r = dsv4::generate(*s, nullptr, prompt, gp);
   REQUIRE(r.tokens.size() == 6);
   CHECK(r.reason == dsv4::StopReason::max_tokens);
+  // The session holds the prompt and every generated token, the last one included.
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), r.tokens.begin(), r.tokens.end());
+  CHECK(s->tokens() == all);
+  CHECK(s->position() == 16);
   // Declaring the third greedy token the EOS id stops right there (EOS included).
   gp.stop_on_eos = true;
   gp.eos_id = r.tokens[2];
@@ -170,16 +183,29 @@ TEST_CASE("generate stops on EOS, max tokens and context", "[engine][generate]")
   const auto r2 = dsv4::generate(*s2, nullptr, prompt, gp);
   CHECK(r2.reason == dsv4::StopReason::eos);
   CHECK(r2.tokens == std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + 3));
-  // A context of 13 tokens leaves room for 3 decoded positions.
+  // A context of 13 tokens leaves room for 3 generated tokens (prompt + output ≤ context), all of
+  // them in the session; a prompt that fills the context generates nothing.
   gp.stop_on_eos = false;
   auto s3 = m->create_session(13);
   const auto r3 = dsv4::generate(*s3, nullptr, prompt, gp);
   CHECK(r3.reason == dsv4::StopReason::context_full);
-  CHECK(r3.tokens.size() == 4);
+  CHECK(r3.tokens == std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + 3));
+  CHECK(s3->position() == 13);
+  auto s5 = m->create_session(10);
+  const auto r5 = dsv4::generate(*s5, nullptr, prompt, gp);
+  CHECK(r5.reason == dsv4::StopReason::context_full);
+  CHECK(r5.tokens.empty());
   // Callback cancel.
   auto s4 = m->create_session();
   int calls = 0;
   const auto r4 = dsv4::generate(*s4, nullptr, prompt, gp, [&](int32_t, std::string_view) { return ++calls < 2; });
   CHECK(r4.reason == dsv4::StopReason::cancelled);
   CHECK(r4.tokens.size() == 2);
+  CHECK(s4->position() == 12);
+  // Stop token ids end the generation with the token kept.
+  gp.stop_token_ids = {r.tokens[1]};
+  auto s6 = m->create_session();
+  const auto r6 = dsv4::generate(*s6, nullptr, prompt, gp);
+  CHECK(r6.reason == dsv4::StopReason::stop_token);
+  CHECK(r6.tokens == std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + 2));
 }

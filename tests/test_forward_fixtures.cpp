@@ -14,6 +14,7 @@
 
 #include "catch.hpp"
 #include "dsv4/backend.hpp"
+#include "dsv4/cpu/cpu_backend.hpp"
 #include "dsv4/engine.hpp"
 #include "dsv4/error.hpp"
 #include "dsv4/generate.hpp"
@@ -48,7 +49,7 @@ std::unique_ptr<dsv4::Model> load(const Fixture& f, int experts = 0, bool torch_
   dsv4::LoadOptions o;
   o.experts_per_token = experts;
   o.load_tokenizer = false;
-  o.indexer_ties_torch_cpu = torch_cpu_ties;
+  if (torch_cpu_ties) o.backend_params.emplace_back("indexer_ties", "torch-cpu");
   return dsv4::Model::load(f.dir + "/model", o, dsv4::Logger(dsv4::LogLevel::warn));
 }
 
@@ -76,9 +77,8 @@ RunResult run(const dsv4::Model& m, const std::vector<int32_t>& ids, const std::
     c.tokens = std::span<const int32_t>(ids).subspan(pos, n);
     c.logits = dsv4::LogitsMode::all;
     c.logits_out = &rows;
-    c.tie_positions_out = &ties;
-    c.oracle_length = static_cast<int64_t>(ids.size());
-    be.forward({&c, 1});
+    const dsv4::cpu::OracleChunk extra{static_cast<int64_t>(ids.size()), &ties};
+    REQUIRE(dynamic_cast<dsv4::cpu::CpuBackend&>(be).forward_oracle({&c, 1}, {&extra, 1}).ok());
     r.logits.insert(r.logits.end(), rows.begin(), rows.end());
     pos += n;
   }
@@ -278,8 +278,9 @@ TEST_CASE("hidden states layer by layer", "[forward][fixtures]") {
     c.logits = dsv4::LogitsMode::none;
     c.logits_out = &logits;
     c.hidden_out = &hidden;
-    c.oracle_length = static_cast<int64_t>(all.size());  // the dumps come from prompt p's full forward
-    m->backend().forward({&c, 1});
+    // The dumps come from prompt p's full forward: score rows of its length.
+    const dsv4::cpu::OracleChunk extra{static_cast<int64_t>(all.size()), nullptr};
+    REQUIRE(dynamic_cast<dsv4::cpu::CpuBackend&>(m->backend()).forward_oracle({&c, 1}, {&extra, 1}).ok());
     const int64_t block = n * cfg.hc_mult * cfg.hidden_size;
     REQUIRE(hidden.size() == static_cast<size_t>(cfg.num_layers * block + n * cfg.hidden_size));
     for (int l = 0; l <= cfg.num_layers; ++l) {

@@ -12,6 +12,7 @@
 #include "args.hpp"
 #include "commands.hpp"
 #include "dsv4/backend.hpp"
+#include "dsv4/cpu/cpu_backend.hpp"
 #include "dsv4/engine.hpp"
 #include "dsv4/error.hpp"
 #include "dsv4/quant.hpp"
@@ -25,11 +26,13 @@ int cmd_eval_logits(const Args& args) {
   LoadOptions opt;
   opt.backend = f.get("backend", "cpu");
   opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
-  opt.threads = static_cast<int>(f.get_int("threads", 0));
   const std::string ties = f.get("indexer-ties", "torch-cpu");
   if (ties != "lowest" && ties != "torch-cpu")
     fail(Status::invalid_argument, "--indexer-ties: '{}' (expected lowest or torch-cpu)", ties);
-  opt.indexer_ties_torch_cpu = ties == "torch-cpu";
+  if (opt.backend == "cpu") {  // CPU-only settings
+    opt.backend_params.emplace_back("threads", std::to_string(f.get_int("threads", 0)));
+    opt.backend_params.emplace_back("indexer_ties", ties);
+  }
   opt.load_tokenizer = false;
   std::vector<int64_t> chunks;
   if (f.has("chunks"))
@@ -52,7 +55,7 @@ int cmd_eval_logits(const Args& args) {
     const std::vector<int32_t> ids = to_i32(*t);
     const int64_t T = static_cast<int64_t>(ids.size());
     if (T == 0) fail(Status::format, "tensor '{}' is empty", t->name);
-    // The backend is driven directly (not Session::append) to pass oracle_length = T: with
+    // On the CPU backend the chunks go through forward_oracle with oracle_length = T: with
     // torch-cpu ties every chunk then selects what the reference's full forward selected.
     auto session = model->create_session(T);
     std::vector<float> logits(static_cast<size_t>(T * V)), rows;
@@ -67,9 +70,15 @@ int cmd_eval_logits(const Args& args) {
       c.tokens = std::span<const int32_t>(ids).subspan(static_cast<size_t>(pos), static_cast<size_t>(n));
       c.logits = LogitsMode::all;
       c.logits_out = &rows;
-      c.oracle_length = T;
       try {
-        model->backend().forward({&c, 1});
+        StepResult r;
+        if (auto* cpu_be = dynamic_cast<cpu::CpuBackend*>(&model->backend())) {
+          const cpu::OracleChunk extra{T, nullptr};
+          r = cpu_be->forward_oracle({&c, 1}, {&extra, 1});
+        } else {
+          r = model->backend().forward({&c, 1});
+        }
+        if (r.chunks.at(0).status != ChunkStatus::ok) fail(r.chunks[0].error_status, "{}", r.chunks[0].error);
       } catch (const Error& e) {
         fail(e.status(), "tensor '{}': {}", t->name, e.what());
       }

@@ -24,11 +24,9 @@ int cmd_generate(const Args& args) {
   LoadOptions opt;
   opt.backend = f.get("backend", "cpu");
   opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
-  opt.threads = static_cast<int>(f.get_int("threads", 0));
-  const std::string ties = f.get("indexer-ties", "lowest");
-  if (ties != "lowest" && ties != "torch-cpu")
-    fail(Status::invalid_argument, "--indexer-ties: '{}' (expected lowest or torch-cpu)", ties);
-  opt.indexer_ties_torch_cpu = ties == "torch-cpu";
+  // CPU-only settings go to the backend as key/value settings (it checks them).
+  if (f.has("threads")) opt.backend_params.emplace_back("threads", f.get("threads"));
+  if (f.has("indexer-ties")) opt.backend_params.emplace_back("indexer_ties", f.get("indexer-ties"));
   opt.load_tokenizer = true;
   auto model = Model::load(f.require("model"), opt, log);
   const Tokenizer* tok = model->tokenizer();
@@ -75,7 +73,7 @@ int cmd_generate(const Args& args) {
   } else {
     fmt::print("\n");
   }
-  const size_t decoded = r.tokens.empty() ? 0 : r.tokens.size() - 1;
+  const size_t decoded = r.tokens.size() - (r.tokens.empty() ? 0 : 1);  // the first comes from the prefill
   log.info("prefill {} tokens in {:.3f} s ({:.1f} tokens/s); decode {} tokens in {:.3f} s ({:.2f} tokens/s); stop: {}",
            r.prompt_tokens, r.prefill_seconds, r.prompt_tokens / std::max(1e-9, r.prefill_seconds), decoded,
            r.decode_seconds, decoded / std::max(1e-9, r.decode_seconds), stop_reason_name(r.reason));

@@ -16,6 +16,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dsv4/config.hpp"
@@ -25,21 +26,24 @@ namespace dsv4 {
 
 class Tokenizer;  // include/dsv4/tokenizer.hpp
 class Backend;    // include/dsv4/backend.hpp
+struct ForwardChunk;
+struct ChunkResult;
 using SeqHandle = uint64_t;
 
 struct LoadOptions {
-  std::string backend = "cpu";   // "cpu" (reference, f32) or "cuda"
+  std::string backend = "cpu";   // a name from registered_backends(): "cpu" (reference, f32), "cuda", "null"
   int experts_per_token = 0;     // 0 = the config's; K' < K applies the 4-Expert transformation
-  int threads = 0;               // CPU worker threads; 0 = hardware concurrency
   std::vector<int> device_ids;   // CUDA devices (expert-parallel over several); empty = device 0
   bool load_tokenizer = true;    // read <dir>/tokenizer.json when present
-  // Lightning-indexer top-k tie rule (exact score ties are common: a score is exactly 0 whenever
-  // every head's ReLU is 0). false: ties go to the lowest entry id (torch CUDA, the official
-  // kernels) — the same answer for every chunk schedule. true: reproduce torch's CPU topk (what the
-  // transformers float64 fixtures were made with); its tie order depends on the score row's length,
-  // which ForwardChunk::oracle_length sets (eval-logits passes the prompt length, so every chunk
-  // schedule then reproduces the oracle's full forward); Session::append uses the entries so far.
-  bool indexer_ties_torch_cpu = false;
+  // Sequence-state memory (BackendOptions in backend.hpp): a byte budget, or max_sequences ×
+  // max_context; 0 = unlimited on the CPU.
+  size_t state_budget_bytes = 0;
+  int64_t max_sequences = 0;
+  int64_t max_context = 0;
+  int rollback_tokens = 16;
+  // Backend-specific settings, "key" → "value" (cpu: threads, indexer_ties = lowest | torch-cpu;
+  // docs/architecture.md lists them). Unknown keys are an error.
+  std::vector<std::pair<std::string, std::string>> backend_params;
 };
 
 enum class LogitsMode { none, last, all };
@@ -54,11 +58,18 @@ class Session {
   // Logits of the last append: rows × vocab, row-major; empty when the mode was none.
   virtual std::span<const float> logits() const = 0;
   virtual int64_t logits_rows() const = 0;
-  virtual int64_t position() const = 0;                 // tokens processed so far
-  virtual const std::vector<int32_t>& tokens() const = 0;  // every token appended so far
+  virtual int64_t position() const = 0;                 // tokens processed so far (the backend's count)
+  virtual std::vector<int32_t> tokens() const = 0;      // every token appended so far (the backend's copy)
   virtual int64_t max_context() const = 0;
   virtual void reset() = 0;                              // back to position 0
+  // Back to an earlier position (Backend::truncate_sequence: up to rollback_tokens back, or 0);
+  // drops the logits.
+  virtual void truncate(int64_t position) = 0;
   virtual std::unique_ptr<Session> fork() const = 0;     // an independent copy of the state
+  // Runs one chunk on this session's sequence (chunk.seq is set here) through the backend — the
+  // path generate() takes to sample inside the backend. Drops the session's logits. Throws
+  // Error when the chunk did not complete (the session is then as before, or failed: reset it).
+  virtual ChunkResult step(ForwardChunk chunk) = 0;
   // The backend sequence this session drives (for diagnostics, MTP and batch scheduling through
   // Model::backend()); valid while the session lives.
   virtual SeqHandle handle() const = 0;

@@ -23,6 +23,7 @@ enum class Status : int {
   cancelled = 8,         // a callback asked to stop
   internal = 9,
   buffer_too_small = 10,  // C API buffer convention: the needed size is returned, nothing written
+  busy = 11,              // a queue is full: try again later (a server's 429 / 503)
 };
 
 class Error : public std::runtime_error {

@@ -17,6 +17,7 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
   const LayerSpec& spec = c.layer->spec;
   ThreadPool& pool = *c.pool;
   const int64_t H = cfg.num_heads, hd = cfg.head_dim, rd = cfg.rope_dim, W = c.shape->window;
+  const int64_t Wr = c.shape->window_ring;  // ring slots: W + rollback
   const int64_t qlr = cfg.q_lora_rank;
   const double eps = cfg.rms_norm_eps;
 
@@ -74,7 +75,7 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
       const int64_t p = p0 + s;
       keys.clear();
       for (int64_t pos = std::max<int64_t>(0, p - W + 1); pos <= p; ++pos)
-        keys.push_back(pos < p0 ? st.window.data() + (pos % W) * hd : kv.data() + (pos - p0) * hd);
+        keys.push_back(pos < p0 ? st.window.data() + (pos % Wr) * hd : kv.data() + (pos - p0) * hd);
       if (spec.attn == AttnKind::hca) {
         const int64_t vis = std::min(n_entries, (p + 1) / ratio);
         for (int64_t i = 0; i < vis; ++i) keys.push_back(st.entries.data() + i * hd);
@@ -115,9 +116,9 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
   });
   linear(w.wo_b, u.data(), S, a, pool);
 
-  // §4.1 the window ring buffer keeps the last W keys (slot = position mod W).
-  for (int64_t s = std::max<int64_t>(0, S - W); s < S; ++s)
-    std::copy(kv.begin() + s * hd, kv.begin() + (s + 1) * hd, st.window.begin() + ((p0 + s) % W) * hd);
+  // §4.1 the window ring keeps the last W + rollback keys (slot = position mod ring).
+  for (int64_t s = std::max<int64_t>(0, S - Wr); s < S; ++s)
+    std::copy(kv.begin() + s * hd, kv.begin() + (s + 1) * hd, st.window.begin() + ((p0 + s) % Wr) * hd);
 }
 
 }  // namespace dsv4::cpu

@@ -56,10 +56,11 @@ void CpuBackend::head_hidden(const HcWeights& hcw, const std::vector<float>& nor
   });
 }
 
-void CpuBackend::forward_chunk(SequenceState& st, const ForwardChunk& c) {
-  const int64_t S = static_cast<int64_t>(c.tokens.size()), p0 = st.position;
+void CpuBackend::forward_chunk(SequenceState& st, std::span<const int32_t> tok, const ForwardChunk& c,
+                               ChunkResult& out) {
+  const int64_t S = static_cast<int64_t>(tok.size()), p0 = st.position;
   const int64_t D = cfg_.hidden_size, hc = cfg_.hc_mult, hcD = hc * D, V = cfg_.vocab_size;
-  const int32_t* tokens = c.tokens.data();
+  const int32_t* tokens = tok.data();
 
   // §3.1 embedding, copied into every HC stream.
   std::vector<float> X(static_cast<size_t>(S * hcD));
@@ -69,28 +70,38 @@ void CpuBackend::forward_chunk(SequenceState& st, const ForwardChunk& c) {
     for (int64_t j = 1; j < hc; ++j) std::copy(xs, xs + D, xs + j * D);
   }
   if (c.hidden_out) c.hidden_out->clear();
-  tie_positions_ = c.tie_positions_out;
-  torch_cpu_row_ = c.oracle_length / 4;
+  const bool inject = fault_layer_ >= 0 && fault_countdown_-- == 0;
 
   // §3.2 decoder layers.
   for (int l = 0; l < cfg_.num_layers; ++l) {
+    if (inject && l == fault_layer_) {
+      fault_layer_ = -1;
+      fail(Status::backend, "injected fault at layer {} (test)", l);
+    }
     if (c.hidden_out) c.hidden_out->insert(c.hidden_out->end(), X.begin(), X.end());
     decoder_block(w_.layers[static_cast<size_t>(l)], st.layers[static_cast<size_t>(l)], X, tokens, S, p0);
   }
   if (c.final_streams_out) *c.final_streams_out = X;
 
-  // §3.7 head: HC collapse, final norm, logits for the rows asked for.
-  const int64_t first = c.logits == LogitsMode::all || c.hidden_out ? 0 : S - 1;
-  const int64_t rows = c.logits == LogitsMode::none && !c.hidden_out ? 0 : S - first;
+  // §3.7 head: HC collapse, final norm, logits for the rows asked for (and the sampled row).
+  const bool sample = c.sampler != nullptr;
+  const int64_t out_rows = c.logits == LogitsMode::none ? 0 : c.logits == LogitsMode::last ? 1 : S;
+  const int64_t head_rows = std::max<int64_t>(out_rows, sample ? 1 : 0);
+  const int64_t first = c.hidden_out ? 0 : S - head_rows;
+  const int64_t rows = c.hidden_out ? S : head_rows;
   std::vector<float> h(static_cast<size_t>(rows * D));
   head_hidden(w_.hc_head, w_.norm, X.data() + first * hcD, rows, h.data());
   if (c.hidden_out) c.hidden_out->insert(c.hidden_out->end(), h.begin(), h.end());
-  if (c.logits_out) {
-    const int64_t out_rows = c.logits == LogitsMode::none ? 0 : c.logits == LogitsMode::last ? 1 : S;
-    c.logits_out->assign(static_cast<size_t>(out_rows * V), 0.0f);
-    linear(w_.head, h.data() + (rows - out_rows) * D, out_rows, c.logits_out->data(), *pool_);
-  }
-  tie_positions_ = nullptr;
+  std::vector<float> local;
+  std::vector<float>& logits = c.logits_out && out_rows == head_rows ? *c.logits_out : local;
+  logits.assign(static_cast<size_t>(head_rows * V), 0.0f);
+  linear(w_.head, h.data() + (rows - head_rows) * D, head_rows, logits.data(), *pool_);
+  if (c.logits_out && &logits != c.logits_out) c.logits_out->clear();  // mode none: no rows
+  if (sample)
+    out.sample = c.sampler->sample(std::span<const float>(logits).subspan(static_cast<size_t>((head_rows - 1) * V)),
+                                   *c.sampler_state);
+  st.tokens.insert(st.tokens.end(), tok.begin(), tok.end());
+  if (sample) st.last_sample = out.sample.id;
   st.position += S;
 }
 

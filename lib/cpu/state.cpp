@@ -1,8 +1,7 @@
-// Host-memory sequence state (contract in include/dsv4/cpu/state.hpp): sized from the layout,
-// compressor rows initialised to kv = 0, gate = −∞ (an unfilled slot weighs nothing, spec §4.1).
+// Host-memory sequence state (contract in include/dsv4/cpu/state.hpp), sized from the layout.
 #include "dsv4/cpu/state.hpp"
 
-#include <cmath>
+#include <algorithm>
 
 namespace dsv4::cpu {
 
@@ -16,26 +15,49 @@ SequenceState SequenceState::create(const std::vector<LayerStateShape>& layout, 
 void SequenceState::reset(const std::vector<LayerStateShape>& layout) {
   position = 0;
   mtp_position = 0;
-  layers.assign(layout.size(), LayerState{});
+  tokens.clear();
+  last_sample = -1;
+  failure.clear();
+  layers.resize(layout.size());
   for (size_t i = 0; i < layout.size(); ++i) {
     const LayerStateShape& sh = layout[i];
     LayerState& L = layers[i];
-    L.window.assign(static_cast<size_t>(sh.window) * sh.kv_dim, 0.0f);
+    // Rings are read only at positions already written, so their initial contents never matter;
+    // zero them anyway so that two fresh sequences are identical byte for byte.
+    L.window.assign(static_cast<size_t>(sh.window_ring) * sh.kv_dim, 0.0f);
+    L.entries.clear();
+    L.idx_keys.clear();
     auto init = [](CompressorState& c, const CompressorShape& cs) {
-      c.kv.assign(static_cast<size_t>(cs.rows) * cs.width, 0.0f);
-      c.gate.assign(static_cast<size_t>(cs.rows) * cs.width, -INFINITY);
+      c.kv.assign(static_cast<size_t>(cs.ring) * cs.width, 0.0f);
+      c.gate.assign(static_cast<size_t>(cs.ring) * cs.width, 0.0f);
     };
     init(L.main, sh.main);
     init(L.index, sh.index);
   }
 }
 
-size_t SequenceState::bytes() const {
-  size_t n = 0;
-  for (const auto& L : layers)
-    n += L.window.size() + L.entries.size() + L.idx_keys.size() + L.main.kv.size() + L.main.gate.size() +
-         L.index.kv.size() + L.index.gate.size();
-  return n * sizeof(float);
+void SequenceState::truncate(const std::vector<LayerStateShape>& layout, int num_main_layers, int64_t to) {
+  if (to == 0) {
+    const int64_t keep_ctx = max_context;
+    const size_t keep_reserved = reserved;
+    reset(layout);
+    max_context = keep_ctx;
+    reserved = keep_reserved;
+    return;
+  }
+  const int64_t mtp_to = std::min(mtp_position, to);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerStateShape& sh = layout[i];
+    LayerState& L = layers[i];
+    const int64_t n = static_cast<int>(i) < num_main_layers ? to : mtp_to;  // the MTP layer has its own count
+    L.entries.resize(std::min(L.entries.size(), static_cast<size_t>(entries_after(n, sh.main.ratio)) * sh.main.dim));
+    L.idx_keys.resize(
+        std::min(L.idx_keys.size(), static_cast<size_t>(entries_after(n, sh.index.ratio)) * sh.index.dim));
+  }
+  position = to;
+  mtp_position = mtp_to;
+  tokens.resize(static_cast<size_t>(to));
+  last_sample = -1;
 }
 
 }  // namespace dsv4::cpu

@@ -1,9 +1,17 @@
 // The CPU reference backend ("reference-f32" of spec §7.3): exact dequantised weights, f32 storage,
 // double accumulation, no activation quantisation or bf16 rounding, HF semantics except that the
 // shared expert is not clamped. Owns the mmap'd checkpoint, the weights, a thread pool and every
-// sequence's state (host memory, addressed by SeqHandle). One forward runs at a time (a mutex);
-// chunks of a batch run one after the other. The forward pass itself lives in lib/cpu/forward.cpp.
+// sequence's state (host memory, addressed by SeqHandle). One step runs at a time (a mutex);
+// chunks of a step run one after the other, each rolled back on failure (a chunk of at most
+// rollback_tokens tokens through the rollback slots of the rings, a longer one from a copy of the
+// rings taken before it). submit() runs the step before returning; wait() hands its result over.
+// State memory is accounted in the device layout (kv_cache.hpp), not in the f32 the CPU stores.
+// Settings (BackendOptions::params): threads = N (0 = hardware concurrency, at most 1024),
+// indexer_ties = lowest (default, torch CUDA and the official kernels) | torch-cpu (what the
+// transformers float64 fixtures were made with; see forward_oracle).
+// The forward pass itself lives in lib/cpu/forward.cpp.
 #pragma once
+#include <map>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -18,6 +26,18 @@
 
 namespace dsv4::cpu {
 
+// Per-chunk extras of the torch-cpu tie emulation (forward_oracle).
+struct OracleChunk {
+  // The length of the sequence the reference implementation ran in one full forward: transformers
+  // scores each query against all ⌊oracle_length/4⌋ entries (future ones at −∞) and torch's CPU
+  // topk places ties by that row, so passing it makes every chunk schedule select exactly what the
+  // oracle selected. 0 = the entries that exist so far.
+  int64_t oracle_length = 0;
+  // Appended with every position whose indexer top-k boundary fell inside a group of equal scores
+  // (any CSA layer) — the rows where the tie rule decides the selection. May be null.
+  std::vector<int64_t>* tie_positions_out = nullptr;
+};
+
 class CpuBackend final : public Backend {
  public:
   // Opens and validates the checkpoint (every problem in one Error(format)), resolves weights.
@@ -31,19 +51,35 @@ class CpuBackend final : public Backend {
   SeqHandle fork_sequence(SeqHandle seq) override;
   void reset_sequence(SeqHandle seq) override;
   int64_t sequence_position(SeqHandle seq) const override;
-  size_t sequence_bytes(SeqHandle seq) const override;
-  void forward(std::span<const ForwardChunk> batch) override;
+  std::vector<int32_t> sequence_tokens(SeqHandle seq) const override;
+  int64_t sequence_max_context(SeqHandle seq) const override;
+  void truncate_sequence(SeqHandle seq, int64_t position) override;
+  SnapshotHandle snapshot_sequence(SeqHandle seq) override;
+  SeqHandle restore_snapshot(SnapshotHandle snap, int64_t max_context) override;
+  void release_snapshot(SnapshotHandle snap) override;
+  StateMemory memory() const override;
+  StepId submit(std::span<const ForwardChunk> batch) override;
+  StepResult wait(StepId step) override;
   void forward_mtp(SeqHandle seq, std::span<const float> final_streams, std::span<const int32_t> next_tokens,
                    std::vector<float>& logits_out) override;
 
+  // forward() with the torch-cpu tie extras, one per chunk (`extras` empty = none).
+  StepResult forward_oracle(std::span<const ForwardChunk> batch, std::span<const OracleChunk> extras);
+
  private:
   // ---- forward.cpp: the model, top to bottom ----
-  void forward_chunk(SequenceState& st, const ForwardChunk& c);
+  void forward_chunk(SequenceState& st, std::span<const int32_t> tokens, const ForwardChunk& c, ChunkResult& out);
   void decoder_block(const LayerWeights& L, LayerState& ls, std::vector<float>& X, const int32_t* tokens, int64_t S,
                      int64_t p0);
   // Final HC collapse + norm for `rows` token states X[rows, hc, D] → h[rows, D].
   void head_hidden(const HcWeights& hc, const std::vector<float>& norm, const float* X, int64_t rows, float* h);
-  SequenceState& seq(SeqHandle h) const;
+
+  // ---- cpu_backend.cpp: bookkeeping ----
+  SequenceState& seq(SeqHandle h) const;  // throws for unknown or failed sequences
+  SequenceState& seq_any(SeqHandle h) const;  // unknown only
+  SeqHandle add_sequence(SequenceState st);   // reserves st's bytes (out_of_memory) and files it
+  StepResult run_step(std::span<const ForwardChunk> batch, std::span<const OracleChunk> extras);
+  void run_chunk(SequenceState& st, const ForwardChunk& c, const OracleChunk* extra, ChunkResult& out);
 
   ModelConfig cfg_;
   Logger log_;
@@ -53,12 +89,20 @@ class CpuBackend final : public Backend {
   RopeTable rope_sliding_, rope_compressed_;
   HcShape hc_;
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<StatePool> state_pool_;
   mutable std::mutex mu_;
   std::unordered_map<SeqHandle, std::unique_ptr<SequenceState>> seqs_;
+  std::unordered_map<SnapshotHandle, std::unique_ptr<SequenceState>> snapshots_;
+  std::map<StepId, StepResult> done_;  // results submitted but not yet waited for
   SeqHandle next_handle_ = 1;
+  StepId next_step_ = 1;
   bool torch_cpu_ties_ = false;
-  std::vector<int64_t>* tie_positions_ = nullptr;  // the running chunk's ForwardChunk::tie_positions_out
-  int64_t torch_cpu_row_ = 0;  // the running chunk's ForwardChunk::oracle_length / 4
+  std::vector<int64_t>* tie_positions_ = nullptr;  // the running chunk's OracleChunk::tie_positions_out
+  int64_t torch_cpu_row_ = 0;                      // the running chunk's OracleChunk::oracle_length / 4
+  // Failure injection for the atomicity tests, armed only through lib/cpu/fault_injection.hpp.
+  friend struct FaultInjector;
+  int fault_layer_ = -1;
+  int fault_countdown_ = 0;
 };
 
 }  // namespace dsv4::cpu
