@@ -44,7 +44,9 @@ struct Scheduler::Req {
   RequestTimings timings;
   size_t reserved = 0;  // Preemption::reserve
   int done = 0;
-  bool cancel = false, scheduled = false, first_token = false, finished = false, failed = false;
+  // finished: every sample is done; delivered: and its events have been handed to the callback —
+  // only then do wait / poll / take report it finished (a host may free its callback's data).
+  bool cancel = false, scheduled = false, first_token = false, finished = false, failed = false, delivered = false;
 };
 
 struct Scheduler::Event {
@@ -230,6 +232,7 @@ void Scheduler::finish_seq(Seq& s, StopReason why, const std::string& error, std
   if (why == StopReason::error) r.failed = true;
   if (++r.done == r.params.n) {
     r.finished = true;
+    finished_now_.push_back(r.id);
     r.timings.e2e_seconds = seconds(r.submitted, Clock::now());
     reserved_ -= std::min(reserved_, r.reserved);
     ++stats_.finished_requests;
@@ -440,14 +443,20 @@ bool Scheduler::step() {
   const bool did = !plan.empty() || !ev.empty();
   if (!plan.empty()) ++stats_.steps;
   stats_.last_step_seconds = seconds(t0, Clock::now());
-  stepping_ = false;
+  std::vector<RequestId> finished = std::move(finished_now_);
+  finished_now_.clear();
   lk.unlock();
-  cv_.notify_all();
   for (const Event& e : ev)
     if (e.cb && *e.cb) {
       RequestEvent re{e.id, e.index, e.token, e.piece, e.logprobs ? &*e.logprobs : nullptr, e.finished, e.error};
       (*e.cb)(re);
     }
+  lk.lock();
+  for (RequestId id : finished)
+    if (auto it = reqs_.find(id); it != reqs_.end()) it->second->delivered = true;
+  stepping_ = false;
+  lk.unlock();
+  cv_.notify_all();
   return did;
 }
 
@@ -501,7 +510,7 @@ RequestOutput Scheduler::snapshot(const Req& r) const {
   o.id = r.id;
   o.prompt = r.prompt;
   o.timings = r.timings;
-  o.finished = r.finished;
+  o.finished = r.delivered;
   for (const auto& s : r.seqs) {
     o.samples.push_back(s->out);
     if (!s->out.finished) o.samples.back().text = s->matcher->text();
@@ -521,7 +530,7 @@ std::optional<RequestOutput> Scheduler::take(RequestId id) {
   auto it = reqs_.find(id);
   if (it == reqs_.end()) return std::nullopt;
   RequestOutput o = snapshot(*it->second);
-  if (it->second->finished) reqs_.erase(it);
+  if (it->second->delivered) reqs_.erase(it);
   return o;
 }
 
@@ -530,7 +539,7 @@ RequestOutput Scheduler::wait(RequestId id) {
   for (;;) {
     auto it = reqs_.find(id);
     if (it == reqs_.end()) fail(Status::invalid_argument, "wait: unknown request {}", id);
-    if (it->second->finished) return snapshot(*it->second);
+    if (it->second->delivered) return snapshot(*it->second);
     if (!loop_.joinable() && !stepping_) {  // nobody else drives the engine: step here
       lk.unlock();
       step();

@@ -145,7 +145,8 @@ class Scheduler {
   void stop();
 
   // A snapshot of the request so far (nullopt for an unknown id); take() also forgets a finished
-  // request (outputs of finished requests are kept until taken).
+  // request (outputs of finished requests are kept until taken). A request counts as finished
+  // once its last event has been handed to its callback.
   std::optional<RequestOutput> poll(RequestId id) const;
   std::optional<RequestOutput> take(RequestId id);
   // Blocks until the request finished (start() must be running, or another thread stepping).
@@ -177,6 +178,7 @@ class Scheduler {
   std::deque<Seq*> waiting_;         // FCFS (preempted sequences go back to the front)
   std::vector<Seq*> running_;        // in admission order
   size_t reserved_ = 0;              // Preemption::reserve: worst-case bytes of admitted requests
+  std::vector<RequestId> finished_now_;  // finished in the running step, events not yet delivered
   RequestId next_id_ = 1;
   SchedulerStats stats_;
   std::thread loop_;
