@@ -5,6 +5,7 @@
 // backends exist.
 #include "dsv4/engine.hpp"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "dsv4/backend.hpp"
@@ -102,6 +103,15 @@ void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_
   if (position + static_cast<int64_t>(tokens.size()) > max_context)
     fail(Status::context_overflow, "{} tokens at position {} would exceed the context of {} tokens", tokens.size(),
          position, max_context);
+}
+
+void check_distinct(std::span<const ForwardChunk> batch) {
+  std::vector<SeqHandle> h;
+  h.reserve(batch.size());
+  for (const ForwardChunk& c : batch) h.push_back(c.seq);
+  std::sort(h.begin(), h.end());
+  const auto dup = std::adjacent_find(h.begin(), h.end());
+  if (dup != h.end()) fail(Status::invalid_argument, "forward: sequence {} appears twice in one step", *dup);
 }
 
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& dir, const ModelConfig& cfg,

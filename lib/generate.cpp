@@ -59,6 +59,10 @@ StopMatcher::StopMatcher(const Tokenizer* tok, const StopParams& p) : tok_(tok),
 }
 
 StopMatcher::~StopMatcher() = default;
+
+bool StopMatcher::known(int32_t id) const {
+  return tok_ && id >= 0 && static_cast<size_t>(id) < tok_->vocab_size();
+}
 StopMatcher::StopMatcher(StopMatcher&&) noexcept = default;
 StopMatcher& StopMatcher::operator=(StopMatcher&&) noexcept = default;
 
@@ -71,8 +75,9 @@ StopMatcher::Verdict StopMatcher::push(int32_t id, bool last_slot) {
     stop = StopReason::eos;
   } else if (std::find(p_.stop_token_ids.begin(), p_.stop_token_ids.end(), id) != p_.stop_token_ids.end()) {
     stop = StopReason::stop_token;
-    if (stream_) all_ += stream_->push(id);
-  } else if (stream_) {
+    if (stream_ && known(id)) all_ += stream_->push(id);
+  } else if (stream_ && known(id)) {
+    // Ids past the tokenizer (the model's padding rows) have no text; a model may still sample them.
     all_ += stream_->push(id);
   }
   size_t visible = all_.size();

@@ -129,13 +129,12 @@ class NullBackend final : public Backend {
     std::lock_guard<std::mutex> lk(mu_);
     if (done_.size() >= static_cast<size_t>(kMaxStepsInFlight))
       fail(Status::invalid_argument, "submit: {} steps are already in flight", done_.size());
+    check_distinct(batch);
     const StateCost& cost = pool_->cost();
     size_t pages = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       const ForwardChunk& c = batch[i];
       const NullSeq& s = get(c.seq);
-      for (size_t j = 0; j < i; ++j)
-        if (batch[j].seq == c.seq) fail(Status::invalid_argument, "forward: sequence {} appears twice in one step", c.seq);
       const int64_t pos = static_cast<int64_t>(s.tokens.size());
       if (c.from_last_sample) {
         if (s.last_sample < 0) fail(Status::invalid_argument, "forward: sequence {} has no sampled token", c.seq);

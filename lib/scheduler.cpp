@@ -429,16 +429,20 @@ bool Scheduler::step() {
       finish_seq(s, StopReason::error, cr.error, ev);
       continue;
     }
-    if (p.prefill) {
-      s.fed += p.n;
-      stats_.prompt_tokens += static_cast<int64_t>(p.n);
-      if (s.fed < s.feed.size()) continue;
-      if (s.shared_prefix) {
-        fork_children(s, ev);
-        continue;
+    try {
+      if (p.prefill) {
+        s.fed += p.n;
+        stats_.prompt_tokens += static_cast<int64_t>(p.n);
+        if (s.fed < s.feed.size()) continue;
+        if (s.shared_prefix) {
+          fork_children(s, ev);
+          continue;
+        }
       }
+      on_token(s, cr.sample, ev);
+    } catch (const std::exception& e) {  // never leave the loop half-way: this sample ends
+      finish_seq(s, StopReason::error, e.what(), ev);
     }
-    on_token(s, cr.sample, ev);
   }
   const bool did = !plan.empty() || !ev.empty();
   if (!plan.empty()) ++stats_.steps;

@@ -163,6 +163,8 @@ class Backend {
 // Error(invalid_argument) for an empty chunk or an id outside [0, vocab) (naming id and position),
 // Error(context_overflow) when position + n exceeds max_context.
 void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_context, int64_t vocab);
+// Error(invalid_argument) when a sequence appears twice in one step (O(n log n)).
+void check_distinct(std::span<const ForwardChunk> batch);
 
 // Backends available in this build, by name: a constant table in lib/backend_registry.cpp (each
 // backend adds one line there; nothing else names them).

@@ -57,6 +57,7 @@ class StopMatcher {
   StopReason reason() const { return reason_; }
 
  private:
+  bool known(int32_t id) const;  // the tokenizer has a text for id
   const Tokenizer* tok_;
   StopParams p_;
   int32_t eos_;

@@ -249,13 +249,12 @@ StepResult CpuBackend::forward_oracle(std::span<const ForwardChunk> batch, std::
 StepResult CpuBackend::run_step(std::span<const ForwardChunk> batch, std::span<const OracleChunk> extras) {
   // Validate the whole step before running any of it, so a bad chunk changes no sequence. Token
   // ids are checked here too: the embedding / tid2eid reads index by them.
+  check_distinct(batch);
   const StateCost& cost = state_pool_->cost();
   size_t new_pages = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     const ForwardChunk& c = batch[i];
     const SequenceState& st = seq(c.seq);  // throws for an unknown or failed handle
-    for (size_t j = 0; j < i; ++j)
-      if (batch[j].seq == c.seq) fail(Status::invalid_argument, "forward: sequence {} appears twice in one step", c.seq);
     if (c.from_last_sample) {
       if (!c.tokens.empty())
         fail(Status::invalid_argument, "forward: chunk {} has both tokens and from_last_sample", i);
