@@ -158,6 +158,7 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const LoadOptions& op
   bo.max_sequences = opt.max_sequences;
   bo.max_context = opt.max_context;
   bo.rollback_tokens = opt.rollback_tokens;
+  bo.numerics = opt.numerics;
   bo.params = opt.backend_params;
   auto be = make_backend(opt.backend, dir, cfg, bo, log);
   std::unique_ptr<Tokenizer> tok;

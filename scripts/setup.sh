@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what libdsv4 needs on a Debian/Ubuntu machine (apt + pip), idempotently.
 set -euo pipefail
-pkgs=(cmake g++ ninja-build pkg-config catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev python3-dev python3-pip)
+# libcpp-httplib-dev: the OpenAI-compatible server (`dsv4 serve`); clang: the libFuzzer targets.
+pkgs=(cmake g++ ninja-build pkg-config catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev python3-dev python3-pip
+      libcpp-httplib-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -10,5 +12,8 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 py_missing=()
-for m in numpy pytest pybind11 tokenizers; do python3 -c "import $m" 2>/dev/null || py_missing+=("$m"); done
+# openai + prometheus_client: the server tests drive it with the official client and parse /metrics.
+for m in numpy pytest pybind11 tokenizers openai prometheus_client; do
+  python3 -c "import $m" 2>/dev/null || py_missing+=("$m")
+done
 if ((${#py_missing[@]})); then python3 -m pip install -q "${py_missing[@]}"; fi

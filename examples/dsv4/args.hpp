@@ -9,8 +9,16 @@
 #include <vector>
 
 #include "dsv4/error.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4::cli {
+
+// --numerics reference|official (dsv4/numerics.hpp).
+inline Numerics parse_numerics(const std::string& v) {
+  if (v == "reference") return Numerics::reference;
+  if (v == "official") return Numerics::official;
+  fail(Status::invalid_argument, "--numerics: '{}' (expected reference or official)", v);
+}
 
 class Flags {
  public:

@@ -21,12 +21,15 @@
 namespace dsv4::cli {
 
 int cmd_eval_logits(const Args& args) {
-  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "threads", "indexer-ties"});
+  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "threads", "indexer-ties", "numerics"});
   const Logger log = Logger::from_env();
   LoadOptions opt;
   opt.backend = f.get("backend", "cpu");
   opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
-  const std::string ties = f.get("indexer-ties", "torch-cpu");
+  opt.numerics = parse_numerics(f.get("numerics", "reference"));
+  // torch-cpu ties reproduce the float64 fixtures (reference numerics); official numerics take the
+  // official lowest-index rule.
+  const std::string ties = f.get("indexer-ties", opt.numerics == Numerics::official ? "lowest" : "torch-cpu");
   if (ties != "lowest" && ties != "torch-cpu")
     fail(Status::invalid_argument, "--indexer-ties: '{}' (expected lowest or torch-cpu)", ties);
   if (opt.backend == "cpu") {  // CPU-only settings

@@ -48,6 +48,7 @@
 #include "dsv4/error.hpp"
 #include "dsv4/kv_cache.hpp"
 #include "dsv4/log.hpp"
+#include "dsv4/numerics.hpp"
 #include "dsv4/sampler.hpp"
 
 namespace dsv4 {
@@ -111,6 +112,7 @@ struct BackendOptions {
   int64_t max_sequences = 0;
   int64_t max_context = 0;
   int rollback_tokens = 16;        // truncate_sequence reaches this many tokens back in O(1)
+  Numerics numerics = Numerics::reference;  // dsv4/numerics.hpp; a backend may support only some
   // Backend-specific settings, validated by the backend (unknown keys are an error naming the
   // known ones). cpu: threads=N, indexer_ties=lowest|torch-cpu (see docs/architecture.md).
   std::vector<std::pair<std::string, std::string>> params;

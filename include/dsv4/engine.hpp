@@ -21,6 +21,7 @@
 
 #include "dsv4/config.hpp"
 #include "dsv4/log.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4 {
 
@@ -41,6 +42,9 @@ struct LoadOptions {
   int64_t max_sequences = 0;
   int64_t max_context = 0;
   int rollback_tokens = 16;
+  // reference (f32 on exact weights, the float64 fixtures' semantics) or official (DeepSeek's bf16
+  // run with FP8/FP4 activation quantisation and the KV / indexer simulations): dsv4/numerics.hpp.
+  Numerics numerics = Numerics::reference;
   // Backend-specific settings, "key" → "value" (cpu: threads, indexer_ties = lowest | torch-cpu;
   // docs/architecture.md lists them). Unknown keys are an error.
   std::vector<std::pair<std::string, std::string>> backend_params;

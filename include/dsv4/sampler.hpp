@@ -81,6 +81,7 @@ class Sampler {
   std::vector<float> work_;      // the processed row
   std::vector<int32_t> cand_;    // candidate ids (partial selection)
   std::vector<double> prob_;     // candidate probabilities
+  std::vector<uint64_t> keys_;   // ranking keys (logit, id) of the candidates: integer compares
 };
 
 }  // namespace dsv4

@@ -1,13 +1,15 @@
 // Attention_L (spec §3.5) for a chunk of S tokens at absolute positions p0…p0+S−1: query path with
 // the per-head unweighted norm, the shared K=V entry, partial RoPE, the compressors (CSA + indexer
 // or HCA), sparse attention with sink over window ∪ compressed keys, inverse RoPE on the output and
-// the grouped low-rank output projection. Each query sees exactly the keys of its own position
+// the grouped low-rank output projection, in reference or official numerics (AttnContext::official,
+// rounding points of spec §7.2). Each query sees exactly the keys of its own position
 // (window from ring buffer + chunk, entries visible at ⌊(p+1)/m⌋), so any chunking is exact.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "dsv4/cpu/ops.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4::cpu {
 
@@ -22,39 +24,45 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
   const double eps = cfg.rms_norm_eps;
 
   // §3.5.1 query path: qr feeds wq_b and the indexer.
+  const bool off = c.official;
+  const LinearOut fp8 = off ? LinearOut::fp8_bf16 : LinearOut::f32;
   std::vector<float> qr(static_cast<size_t>(S * qlr)), q(static_cast<size_t>(S * H * hd));
-  linear(w.wq_a, x, S, qr.data(), pool);
-  for (int64_t s = 0; s < S; ++s) rms_norm(qr.data() + s * qlr, w.q_norm.data(), qlr, eps, qr.data() + s * qlr);
-  linear(w.wq_b, qr.data(), S, q.data(), pool);
+  linear(w.wq_a, x, S, qr.data(), pool, fp8);
+  for (int64_t s = 0; s < S; ++s)
+    rms_norm(qr.data() + s * qlr, w.q_norm.data(), qlr, eps, qr.data() + s * qlr, off);
+  linear(w.wq_b, qr.data(), S, q.data(), pool, fp8);
   for (int64_t s = 0; s < S; ++s)
     for (int64_t h = 0; h < H; ++h) {
       float* qh = q.data() + (s * H + h) * hd;
-      rms_norm(qh, nullptr, hd, eps, qh);  // per-head norm without weight
-      c.rope->apply(qh + hd - rd, p0 + s);
+      if (off) head_rms_norm_bf16(qh, hd, static_cast<float>(eps));  // [OFF]: bf16 tensor arithmetic
+      else rms_norm(qh, nullptr, hd, eps, qh);                        // per-head norm without weight
+      c.rope->apply(qh + hd - rd, p0 + s, false, off);
     }
 
   // §3.5.2 the single shared K=V head.
   std::vector<float> kv(static_cast<size_t>(S * hd));
-  linear(w.wkv, x, S, kv.data(), pool);
+  linear(w.wkv, x, S, kv.data(), pool, fp8);
   for (int64_t s = 0; s < S; ++s) {
     float* k = kv.data() + s * hd;
-    rms_norm(k, w.kv_norm.data(), hd, eps, k);
-    c.rope->apply(k + hd - rd, p0 + s);
+    rms_norm(k, w.kv_norm.data(), hd, eps, k, off);
+    c.rope->apply(k + hd - rd, p0 + s, false, off);
+    if (off) fp8_simulate_bf16(k, hd - rd);  // §5.2 (e4m3 version): non-rope dims only
   }
 
   // §3.5.5 / §3.5.6 compressed keys: feed the whole chunk first (entries are append-only and each
   // query only looks at those visible at its own position).
   std::vector<std::vector<int32_t>> selected;
   if (w.has_compressor) {
-    CompressorParams cp{c.shape->main, &w.compressor, c.rope, static_cast<int>(rd), eps};
+    CompressorParams cp{c.shape->main, &w.compressor, c.rope, static_cast<int>(rd), eps, off, false};
     compressor_append(cp, st.main, x, S, p0, st.entries, pool);
   }
   if (w.has_indexer) {
-    CompressorParams ic{c.shape->index, &w.idx_compressor, c.rope, static_cast<int>(rd), eps};
+    CompressorParams ic{c.shape->index, &w.idx_compressor, c.rope, static_cast<int>(rd), eps, off, true};
     compressor_append(ic, st.index, x, S, p0, st.idx_keys, pool);
     IndexerParams ip{&w, c.rope, cfg.index_n_heads, cfg.index_head_dim, static_cast<int>(rd), cfg.index_topk,
                      c.torch_cpu_ties};
     ip.torch_cpu_row = c.torch_cpu_row;
+    ip.official = off;
     std::vector<uint8_t> tied(static_cast<size_t>(S), 0);
     ip.tied = &tied;
     selected = indexer_select(ip, st.idx_keys, x, qr.data(), S, p0, pool);
@@ -86,18 +94,27 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
       for (int64_t h = 0; h < H; ++h) {
         const float* qh = q.data() + (s * H + h) * hd;
         const double sink = w.sink[static_cast<size_t>(h)];
-        double mx = sink;
-        for (size_t j = 0; j < keys.size(); ++j) mx = std::max(mx, logits[j] = dot(qh, keys[j], hd) * scale);
+        // Reference: the max includes the sink; [OFF]: real keys only (the same softmax).
+        double mx = off && !keys.empty() ? -INFINITY : sink;
+        for (size_t j = 0; j < keys.size(); ++j) {
+          logits[j] = off ? static_cast<double>(static_cast<float>(dot(qh, keys[j], hd) * scale))
+                          : dot(qh, keys[j], hd) * scale;
+          mx = std::max(mx, logits[j]);
+        }
         double den = std::exp(sink - mx);  // the sink adds to the denominator only
         std::fill(acc.begin(), acc.end(), 0.0);
         for (size_t j = 0; j < keys.size(); ++j) {
-          const double pj = std::exp(logits[j] - mx);
+          double pj = std::exp(logits[j] - mx);
           den += pj;
+          if (off) pj = round_bf16(static_cast<float>(pj));  // [OFF]: bf16 P for P·V, f32 denominator
           for (int64_t d = 0; d < hd; ++d) acc[d] += pj * keys[j][d];
         }
         float* oh = o.data() + (s * H + h) * hd;
-        for (int64_t d = 0; d < hd; ++d) oh[d] = static_cast<float>(acc[d] / den);
-        c.rope->apply(oh + hd - rd, p, /*inverse=*/true);
+        for (int64_t d = 0; d < hd; ++d) {
+          const float v = static_cast<float>(acc[d] / den);
+          oh[d] = off ? round_bf16(v) : v;
+        }
+        c.rope->apply(oh + hd - rd, p, /*inverse=*/true, off);
       }
     }
   });
@@ -110,11 +127,13 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
     for (int64_t r = b; r < e; ++r) {
       const float* row = w.wo_a.row(r, buf.data());
       const int64_t g = r / orr;
-      for (int64_t s = 0; s < S; ++s)
-        u[static_cast<size_t>(s * G * orr + r)] = static_cast<float>(dot(o.data() + s * H * hd + g * gin, row, gin));
+      for (int64_t s = 0; s < S; ++s) {
+        const float v = static_cast<float>(dot(o.data() + s * H * hd + g * gin, row, gin));
+        u[static_cast<size_t>(s * G * orr + r)] = off ? round_bf16(v) : v;  // [OFF]: bf16 GEMM, bf16 u
+      }
     }
   });
-  linear(w.wo_b, u.data(), S, a, pool);
+  linear(w.wo_b, u.data(), S, a, pool, fp8);
 
   // §4.1 the window ring keeps the last W + rollback keys (slot = position mod ring).
   for (int64_t s = std::max<int64_t>(0, S - Wr); s < S; ++s)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dsv4/cpu/ops.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4::cpu {
 
@@ -56,9 +57,18 @@ void compressor_append(const CompressorParams& c, CompressorState& st, const flo
         num += wgt * val[s];
       }
       pooled[e] = static_cast<float>(num / den);
+      if (c.official) pooled[e] = round_bf16(pooled[e]);  // bf16 before the norm (spec §3.5.5)
     }
-    rms_norm(pooled.data(), c.w->norm.data(), d, c.norm_eps, pooled.data());
-    c.rope->apply(pooled.data() + d - c.rope_dim, p + 1 - m);  // the window's first position
+    rms_norm(pooled.data(), c.w->norm.data(), d, c.norm_eps, pooled.data(), c.official);
+    c.rope->apply(pooled.data() + d - c.rope_dim, p + 1 - m, false, c.official);  // the window's first position
+    if (c.official) {
+      if (c.indexer) {  // indexer keys: Hadamard, then FP4 simulation (§5.3)
+        hadamard_bf16(pooled.data(), d);
+        fp4_simulate_bf16(pooled.data(), d);
+      } else {          // main entries: FP8 simulation of the non-rope dims (§5.2)
+        fp8_simulate_bf16(pooled.data(), d - c.rope_dim);
+      }
+    }
     entries.insert(entries.end(), pooled.begin(), pooled.end());
   }
 }

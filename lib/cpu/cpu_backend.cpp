@@ -10,6 +10,7 @@
 
 #include "dsv4/checkpoint_schema.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4::cpu {
 namespace {
@@ -30,6 +31,11 @@ int parse_threads(const BackendOptions& opt) {
   return n;
 }
 
+bool torch_cpu_ties_requested(const BackendOptions& opt) {
+  const std::string* v = find_param(opt, "indexer_ties");
+  return v && *v == "torch-cpu";
+}
+
 bool parse_ties(const BackendOptions& opt) {
   const std::string* v = find_param(opt, "indexer_ties");
   if (!v || *v == "lowest") return false;
@@ -46,8 +52,14 @@ size_t pool_budget(const BackendOptions& opt, const StateCost& cost) {
 }  // namespace
 
 CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log)
-    : cfg_(cfg), log_(log) {
+    : cfg_(cfg), log_(log), official_(opt.numerics == Numerics::official) {
   check_params(opt, "cpu", kKnownParams);
+  if (official_ && (cfg_.index_head_dim & (cfg_.index_head_dim - 1)) != 0)
+    fail(Status::unsupported, "official numerics: index_head_dim {} is not a power of two (the Hadamard rotation)",
+         cfg_.index_head_dim);
+  if (official_ && torch_cpu_ties_requested(opt))
+    fail(Status::invalid_argument, "cpu backend: indexer_ties=torch-cpu emulates the float64 fixtures' reference run; "
+                                   "official numerics use the lowest-index rule");
   torch_cpu_ties_ = parse_ties(opt);
   const int threads_opt = parse_threads(opt);
   if (opt.rollback_tokens < 0 || opt.rollback_tokens > 4096)
@@ -66,12 +78,12 @@ CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const Bac
   state_pool_ = std::make_unique<StatePool>(cost, pool_budget(opt, cost));
   rope_sliding_.inv_freq = cfg_.rope_inv_freq(false);
   rope_compressed_.inv_freq = cfg_.rope_inv_freq(true);
-  hc_ = HcShape{cfg_.hc_mult, cfg_.hidden_size, cfg_.hc_sinkhorn_iters, cfg_.hc_eps, cfg_.rms_norm_eps};
+  hc_ = HcShape{cfg_.hc_mult, cfg_.hidden_size, cfg_.hc_sinkhorn_iters, cfg_.hc_eps, cfg_.rms_norm_eps, official_};
   const int threads = threads_opt > 0 ? threads_opt : static_cast<int>(std::thread::hardware_concurrency());
   pool_ = std::make_unique<ThreadPool>(std::max(1, threads));
-  log_.info("cpu backend: {} layers [{}], {} threads, weights {}, state {} B/sequence + {} B/page of {} tokens, "
-            "budget {}",
-            cfg_.num_layers, cfg_.schedule_string(), pool_->size(),
+  log_.info("cpu backend ({} numerics): {} layers [{}], {} threads, weights {}, state {} B/sequence + {} B/page of "
+            "{} tokens, budget {}",
+            official_ ? "official" : "reference", cfg_.num_layers, cfg_.schedule_string(), pool_->size(),
             w_.head.dense.empty() ? "dequantised per row at use" : "pre-dequantised to f32", cost.fixed.total(),
             cost.page.total(), cost.page_tokens,
             state_pool_->budget() ? fmt::format("{} B", state_pool_->budget()) : std::string("unlimited"));

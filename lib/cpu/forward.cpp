@@ -7,6 +7,7 @@
 
 #include "dsv4/cpu/cpu_backend.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4::cpu {
 
@@ -20,7 +21,7 @@ void CpuBackend::decoder_block(const LayerWeights& L, LayerState& ls, std::vecto
     pool_->parallel_for(S, 4, [&](int64_t b, int64_t e) {
       for (int64_t s = b; s < e; ++s) {
         hc_pre(hc_, hw, X.data() + s * hcD, x.data() + s * D, post.data() + s * hc, comb.data() + s * hc * hc);
-        rms_norm(x.data() + s * D, norm_w.data(), D, cfg_.rms_norm_eps, x.data() + s * D);
+        rms_norm(x.data() + s * D, norm_w.data(), D, cfg_.rms_norm_eps, x.data() + s * D, official_);
       }
     });
   };
@@ -35,13 +36,13 @@ void CpuBackend::decoder_block(const LayerWeights& L, LayerState& ls, std::vecto
   pre(L.hc_attn, L.attn_norm);
   const LayerStateShape& shape = layout_[static_cast<size_t>(L.index)];
   AttnContext ctx{&cfg_, &L, &shape, L.spec.attn == AttnKind::sliding ? &rope_sliding_ : &rope_compressed_,
-                  pool_.get(), torch_cpu_ties_, tie_positions_, torch_cpu_row_};
+                  pool_.get(), torch_cpu_ties_, tie_positions_, torch_cpu_row_, official_};
   attention(ctx, ls, x.data(), S, p0, y.data());
   post_mix();
 
   // FFN half.
   pre(L.hc_ffn, L.ffn_norm);
-  moe(cfg_, L, x.data(), tokens, S, y.data(), *pool_);
+  moe(cfg_, L, x.data(), tokens, S, y.data(), *pool_, official_);
   post_mix();
 }
 
@@ -51,7 +52,7 @@ void CpuBackend::head_hidden(const HcWeights& hcw, const std::vector<float>& nor
   pool_->parallel_for(rows, 8, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       hc_head(hc_, hcw, X + r * hcD, h + r * D);
-      rms_norm(h + r * D, norm.data(), D, cfg_.rms_norm_eps, h + r * D);
+      rms_norm(h + r * D, norm.data(), D, cfg_.rms_norm_eps, h + r * D, official_);
     }
   });
 }
@@ -67,6 +68,7 @@ void CpuBackend::forward_chunk(SequenceState& st, std::span<const int32_t> tok, 
   for (int64_t s = 0; s < S; ++s) {
     float* xs = X.data() + s * hcD;
     w_.embed_row(tokens[s], xs);
+    if (official_) round_bf16_n(xs, D);  // bf16 storage (a no-op for the BF16 checkpoints)
     for (int64_t j = 1; j < hc; ++j) std::copy(xs, xs + D, xs + j * D);
   }
   if (c.hidden_out) c.hidden_out->clear();
@@ -124,18 +126,24 @@ void CpuBackend::forward_mtp(SeqHandle handle, std::span<const float> final_stre
 
   // §3.8: e = enorm(embed[t_{i+1}]), hn[j] = hnorm(X_i[j]), Y[j] = e_proj(e) + h_proj(hn[j]).
   std::vector<float> e(static_cast<size_t>(n * D)), ep(static_cast<size_t>(n * D));
+  const LinearOut fp8 = official_ ? LinearOut::fp8_bf16 : LinearOut::f32;
   for (int64_t i = 0; i < n; ++i) {
     w_.embed_row(next_tokens[i], e.data() + i * D);
-    rms_norm(e.data() + i * D, m.enorm.data(), D, cfg_.rms_norm_eps, e.data() + i * D);
+    if (official_) round_bf16_n(e.data() + i * D, D);
+    rms_norm(e.data() + i * D, m.enorm.data(), D, cfg_.rms_norm_eps, e.data() + i * D, official_);
   }
-  linear(m.e_proj, e.data(), n, ep.data(), *pool_);
+  linear(m.e_proj, e.data(), n, ep.data(), *pool_, fp8);
   std::vector<float> hn(final_streams.begin(), final_streams.end()), hp(static_cast<size_t>(n * hcD));
-  for (int64_t r = 0; r < n * hc; ++r) rms_norm(hn.data() + r * D, m.hnorm.data(), D, cfg_.rms_norm_eps, hn.data() + r * D);
-  linear(m.h_proj, hn.data(), n * hc, hp.data(), *pool_);
+  for (int64_t r = 0; r < n * hc; ++r)
+    rms_norm(hn.data() + r * D, m.hnorm.data(), D, cfg_.rms_norm_eps, hn.data() + r * D, official_);
+  linear(m.h_proj, hn.data(), n * hc, hp.data(), *pool_, fp8);
   std::vector<float> Y(static_cast<size_t>(n * hcD));
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < hc; ++j)
-      for (int64_t d = 0; d < D; ++d) Y[(i * hc + j) * D + d] = ep[i * D + d] + hp[(i * hc + j) * D + d];
+      for (int64_t d = 0; d < D; ++d) {
+        const float v = ep[i * D + d] + hp[(i * hc + j) * D + d];
+        Y[(i * hc + j) * D + d] = official_ ? round_bf16(v) : v;
+      }
 
   // The MTP block on its own window state, then its own HC head and norm with the shared LM head.
   decoder_block(m.block, st.layers[static_cast<size_t>(cfg_.num_layers)], Y, next_tokens.data(), n, p0);

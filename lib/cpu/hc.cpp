@@ -1,10 +1,13 @@
 // Hyper-connections (spec §3.2.1 hc_pre with Sinkhorn, §3.2.2 hc_post, §3.7 the head's collapse),
 // one token at a time. Mixes layout: [pre 0..hc−1 | post hc..2hc−1 | comb row-major hc×hc].
 // Everything in double internally: these are short vectors and the Sinkhorn loop is sensitive.
+// Official numerics round the collapse, the mix and the head's collapse to bf16 (spec §7.2); the
+// f32-vs-double difference inside is part of the CUDA twin's tolerance.
 #include <cmath>
 #include <vector>
 
 #include "dsv4/cpu/ops.hpp"
+#include "dsv4/dtypes.hpp"
 
 namespace dsv4::cpu {
 namespace {
@@ -62,7 +65,7 @@ void hc_pre(const HcShape& s, const HcWeights& w, const float* X, float* x_out, 
   for (int64_t d = 0; d < s.D; ++d) {
     double acc = 0;
     for (int j = 0; j < hc; ++j) acc += pre[j] * X[j * s.D + d];
-    x_out[d] = static_cast<float>(acc);
+    x_out[d] = s.official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
   }
 }
 
@@ -73,7 +76,7 @@ void hc_post(const HcShape& s, const float* y, const float* R, const float* post
     for (int64_t d = 0; d < s.D; ++d) {
       double acc = static_cast<double>(post[k]) * y[d];
       for (int j = 0; j < hc; ++j) acc += static_cast<double>(comb[j * hc + k]) * R[j * s.D + d];
-      dst[d] = static_cast<float>(acc);
+      dst[d] = s.official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
     }
   }
 }
@@ -86,7 +89,7 @@ void hc_head(const HcShape& s, const HcWeights& w, const float* X, float* h) {
   for (int64_t d = 0; d < s.D; ++d) {
     double acc = 0;
     for (int j = 0; j < hc; ++j) acc += pre[j] * X[j * s.D + d];
-    h[d] = static_cast<float>(acc);
+    h[d] = s.official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
   }
 }
 

@@ -1,5 +1,6 @@
 // The lightning indexer (spec §3.5.6): per query, score every visible indexer key with
-// Σ_h w[h]·ReLU(q[h]·k) and keep the top-k. Reference-f32 mode: no Hadamard and no FP4 simulation
+// Σ_h w[h]·ReLU(q[h]·k) and keep the top-k. Official numerics: Hadamard + FP4 query, bf16 scores
+// (ties to the lowest id). Reference-f32 mode: no Hadamard and no FP4 simulation
 // (the Hadamard is orthonormal, so the unquantised scores are mathematically the same). Scores are
 // accumulated in double so that near-ties resolve like the float64 oracle.
 // Exact ties are common (every head's ReLU at 0 gives a score of exactly 0). Default: ties to the
@@ -15,6 +16,7 @@
 #include <utility>
 
 #include "dsv4/cpu/ops.hpp"
+#include "dsv4/numerics.hpp"
 
 namespace dsv4::cpu {
 
@@ -31,12 +33,13 @@ std::vector<std::vector<int32_t>> indexer_select(const IndexerParams& ip, const 
   if (any_choice) {
     q.resize(static_cast<size_t>(S * ih * ihd));
     wts.resize(static_cast<size_t>(S * ih));
-    linear(ip.w->idx_wq_b, qr, S, q.data(), pool);
-    linear(ip.w->idx_weights_proj, x, S, wts.data(), pool);
+    linear(ip.w->idx_wq_b, qr, S, q.data(), pool, ip.official ? LinearOut::fp8_bf16 : LinearOut::f32);
+    linear(ip.w->idx_weights_proj, x, S, wts.data(), pool, ip.official ? LinearOut::bf16 : LinearOut::f32);
   }
   const double wscale = 1.0 / std::sqrt(static_cast<double>(ihd)) / std::sqrt(static_cast<double>(ih));
   pool.parallel_for(S, 1, [&](int64_t b, int64_t e) {
     std::vector<double> score;
+    std::vector<float> wI;
     std::vector<std::pair<double, int64_t>> queue;
     for (int64_t s = b; s < e; ++s) {
       const int64_t p = p0 + s;
@@ -48,15 +51,36 @@ std::vector<std::vector<int32_t>> indexer_select(const IndexerParams& ip, const 
         continue;
       }
       float* qs = q.data() + s * ih * ihd;
-      for (int64_t h = 0; h < ih; ++h) ip.rope->apply(qs + h * ihd + ihd - ip.rope_dim, p);
-      score.assign(static_cast<size_t>(count), 0.0);
-      for (int64_t w = 0; w < count; ++w) {
-        double acc = 0;
-        for (int64_t h = 0; h < ih; ++h) {
-          const double qk = dot(qs + h * ihd, keys.data() + w * ihd, ihd);
-          acc += static_cast<double>(wts[s * ih + h]) * wscale * std::max(0.0, qk);
+      for (int64_t h = 0; h < ih; ++h) {
+        ip.rope->apply(qs + h * ihd + ihd - ip.rope_dim, p, false, ip.official);
+        if (ip.official) {  // §5.3: Hadamard, then FP4 simulation of the query
+          hadamard_bf16(qs + h * ihd, static_cast<int>(ihd));
+          fp4_simulate_bf16(qs + h * ihd, ihd);
         }
-        score[w] = acc;
+      }
+      score.assign(static_cast<size_t>(count), 0.0);
+      if (!ip.official) {
+        for (int64_t w = 0; w < count; ++w) {
+          double acc = 0;
+          for (int64_t h = 0; h < ih; ++h) {
+            const double qk = dot(qs + h * ihd, keys.data() + w * ihd, ihd);
+            acc += static_cast<double>(wts[s * ih + h]) * wscale * std::max(0.0, qk);
+          }
+          score[w] = acc;
+        }
+      } else {
+        // [OFF]: bf16 q·k per head, × the bf16 weights in bf16, summed over heads into one bf16
+        // score (f32 accumulation, one rounding).
+        wI.resize(static_cast<size_t>(ih));
+        for (int64_t h = 0; h < ih; ++h) wI[h] = round_bf16(wts[s * ih + h] * static_cast<float>(wscale));
+        for (int64_t w = 0; w < count; ++w) {
+          float acc = 0.0f;
+          for (int64_t h = 0; h < ih; ++h) {
+            const float qk = round_bf16(static_cast<float>(dot(qs + h * ihd, keys.data() + w * ihd, ihd)));
+            acc += round_bf16(wI[h] * std::max(0.0f, qk));
+          }
+          score[w] = round_bf16(acc);
+        }
       }
       // torch CPU topk over the row [visible scores | −∞ for entries this query cannot see].
       const int64_t row = ip.torch_cpu_ties ? std::max(nkeys, ip.torch_cpu_row) : nkeys;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dsv4/cpu/ops.hpp"
+#include "dsv4/dtypes.hpp"
 
 namespace dsv4::cpu {
 namespace {
@@ -17,13 +18,27 @@ double softplus(double z) { return z > 20.0 ? z : std::log1p(std::exp(z)); }
 double silu(double g) { return g / (1.0 + std::exp(-g)); }
 
 // out[S_e, D] += weight[s] · w2(SwiGLU(w1 x, w3 x)) for the gathered rows xs[S_e, D].
+// Reference: f32 GEMMs, double SwiGLU, the weight after w2 ([HF]), double accumulation.
+// Official: bf16 GEMM outputs, f32 SwiGLU, the weight applied before w2 and h rounded to bf16,
+// accumulation in f32 (acc_f) in the caller's (ascending expert id) order (spec §3.6, §7.2).
 void run_expert(const ExpertWeights& ex, const float* xs, int64_t n, const double* weight, double limit, bool clamp,
-                double* acc_rows, const int64_t* dst_rows, int64_t D, ThreadPool& pool) {
+                bool official, double* acc_rows, float* acc_f, const int64_t* dst_rows, int64_t D, ThreadPool& pool) {
   const int64_t I = ex.w1.out;
+  const LinearOut mode = official ? LinearOut::fp8_bf16 : LinearOut::f32;
   std::vector<float> g(static_cast<size_t>(n * I)), u(static_cast<size_t>(n * I)), y(static_cast<size_t>(n * D));
-  linear(ex.w1, xs, n, g.data(), pool);
-  linear(ex.w3, xs, n, u.data(), pool);
+  linear(ex.w1, xs, n, g.data(), pool, mode);
+  linear(ex.w3, xs, n, u.data(), pool, mode);
   for (int64_t i = 0; i < n * I; ++i) {
+    if (official) {
+      float gv = g[i], uv = u[i];
+      if (clamp) {
+        gv = std::min(gv, static_cast<float>(limit));
+        uv = std::clamp(uv, -static_cast<float>(limit), static_cast<float>(limit));
+      }
+      const float sw = gv / (1.0f + std::exp(-gv)) * uv;
+      g[i] = round_bf16(static_cast<float>(weight[i / I]) * sw);
+      continue;
+    }
     double gv = g[i], uv = u[i];
     if (clamp) {
       gv = std::min(gv, limit);  // gate: from above only
@@ -31,15 +46,18 @@ void run_expert(const ExpertWeights& ex, const float* xs, int64_t n, const doubl
     }
     g[i] = static_cast<float>(silu(gv) * uv);
   }
-  linear(ex.w2, g.data(), n, y.data(), pool);
+  linear(ex.w2, g.data(), n, y.data(), pool, mode);
   for (int64_t r = 0; r < n; ++r)
-    for (int64_t d = 0; d < D; ++d) acc_rows[dst_rows[r] * D + d] += weight[r] * y[r * D + d];
+    for (int64_t d = 0; d < D; ++d) {
+      if (official) acc_f[dst_rows[r] * D + d] += y[r * D + d];
+      else acc_rows[dst_rows[r] * D + d] += weight[r] * y[r * D + d];
+    }
 }
 
 }  // namespace
 
 void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
-         float* f, ThreadPool& pool) {
+         float* f, ThreadPool& pool, bool official) {
   const MoeWeights& m = layer.moe;
   const int64_t D = cfg.hidden_size, E = cfg.n_routed_experts;
   const int K = cfg.experts_per_token;
@@ -73,7 +91,8 @@ void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, cons
     }
   }
 
-  std::vector<double> acc(static_cast<size_t>(S * D), 0.0);
+  std::vector<double> acc(official ? 0 : static_cast<size_t>(S * D), 0.0);
+  std::vector<float> acc_f(official ? static_cast<size_t>(S * D) : 0, 0.0f);
   std::vector<float> xs;
   for (int64_t e = 0; e < E; ++e) {
     const auto& rows = rows_of[e];
@@ -81,13 +100,14 @@ void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, cons
     xs.resize(rows.size() * static_cast<size_t>(D));
     for (size_t r = 0; r < rows.size(); ++r) std::copy(x + rows[r] * D, x + (rows[r] + 1) * D, xs.begin() + r * D);
     run_expert(m.experts[e], xs.data(), static_cast<int64_t>(rows.size()), weight_of[e].data(), cfg.swiglu_limit,
-               cfg.swiglu_limit > 0, acc.data(), rows.data(), D, pool);
+               cfg.swiglu_limit > 0, official, acc.data(), acc_f.data(), rows.data(), D, pool);
   }
   std::vector<int64_t> all(static_cast<size_t>(S));
   std::iota(all.begin(), all.end(), 0);
   std::vector<double> ones(static_cast<size_t>(S), 1.0);
-  run_expert(m.shared, x, S, ones.data(), 0.0, /*clamp=*/false, acc.data(), all.data(), D, pool);
-  for (int64_t i = 0; i < S * D; ++i) f[i] = static_cast<float>(acc[i]);
+  run_expert(m.shared, x, S, ones.data(), 0.0, /*clamp=*/false, official, acc.data(), acc_f.data(), all.data(), D,
+             pool);  // the shared expert last, unclamped
+  for (int64_t i = 0; i < S * D; ++i) f[i] = official ? round_bf16(acc_f[i]) : static_cast<float>(acc[i]);
 }
 
 }  // namespace dsv4::cpu

@@ -4,10 +4,11 @@
 #include <cmath>
 
 #include "dsv4/cpu/ops.hpp"
+#include "dsv4/dtypes.hpp"
 
 namespace dsv4::cpu {
 
-void RopeTable::apply(float* v, int64_t p, bool inverse) const {
+void RopeTable::apply(float* v, int64_t p, bool inverse, bool bf16_out) const {
   const float pf = static_cast<float>(p);
   for (size_t i = 0; i < inv_freq.size(); ++i) {
     const float theta = pf * inv_freq[i];
@@ -16,6 +17,10 @@ void RopeTable::apply(float* v, int64_t p, bool inverse) const {
     const double a = v[2 * i], b = v[2 * i + 1];
     v[2 * i] = static_cast<float>(a * c - b * s);
     v[2 * i + 1] = static_cast<float>(a * s + b * c);
+    if (bf16_out) {
+      v[2 * i] = round_bf16(v[2 * i]);
+      v[2 * i + 1] = round_bf16(v[2 * i + 1]);
+    }
   }
 }
 

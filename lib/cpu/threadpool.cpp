@@ -5,22 +5,39 @@
 
 #include <algorithm>
 
+#include "dsv4/error.hpp"
+
 namespace dsv4::cpu {
 
 ThreadPool::ThreadPool(int threads) {
+  if (threads > kMaxThreads)
+    fail(Status::invalid_argument, "thread pool: {} threads requested, at most {} supported", threads, kMaxThreads);
   const int extra = std::max(0, threads - 1);
-  workers_.reserve(static_cast<size_t>(extra));
-  for (int i = 0; i < extra; ++i) workers_.emplace_back([this] { worker_loop(); });
+  try {
+    workers_.reserve(static_cast<size_t>(extra));
+    for (int i = 0; i < extra; ++i) workers_.emplace_back([this] { worker_loop(); });
+  } catch (const std::exception& e) {
+    // Thread creation failed part-way (EAGAIN under a thread or memory limit) or the reserve did:
+    // the destructor will not run, so the threads already started are stopped and joined here
+    // (destroying a joinable std::thread would terminate the process).
+    const size_t started = workers_.size();
+    stop_and_join();
+    fail(Status::out_of_memory, "thread pool: could not start thread {} of {}: {}", started + 2, threads, e.what());
+  }
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::stop_and_join() noexcept {
   {
     std::lock_guard<std::mutex> lk(m_);
     stop_ = true;
   }
   cv_work_.notify_all();
-  for (auto& t : workers_) t.join();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
 }
+
+ThreadPool::~ThreadPool() { stop_and_join(); }
 
 void ThreadPool::run_pieces() {
   for (;;) {

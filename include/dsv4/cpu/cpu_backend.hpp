@@ -1,6 +1,8 @@
-// The CPU reference backend ("reference-f32" of spec §7.3): exact dequantised weights, f32 storage,
-// double accumulation, no activation quantisation or bf16 rounding, HF semantics except that the
-// shared expert is not clamped. Owns the mmap'd checkpoint, the weights, a thread pool and every
+// The CPU backend in two numerics (BackendOptions::numerics, dsv4/numerics.hpp): "reference"
+// (spec §7.3 reference-f32: exact dequantised weights, f32 storage, double accumulation, no
+// activation quantisation or bf16 rounding, HF semantics except that the shared expert is not
+// clamped) and "official" (the bf16 run of DeepSeek's inference code with the same rounding points
+// the CUDA backend uses — its oracle). Owns the mmap'd checkpoint, the weights, a thread pool and every
 // sequence's state (host memory, addressed by SeqHandle). One step runs at a time (a mutex);
 // chunks of a step run one after the other, each rolled back on failure (a chunk of at most
 // rollback_tokens tokens through the rollback slots of the rings, a longer one from a copy of the
@@ -97,6 +99,7 @@ class CpuBackend final : public Backend {
   SeqHandle next_handle_ = 1;
   StepId next_step_ = 1;
   bool torch_cpu_ties_ = false;
+  bool official_ = false;  // BackendOptions::numerics == official (dsv4/numerics.hpp)
   std::vector<int64_t>* tie_positions_ = nullptr;  // the running chunk's OracleChunk::tie_positions_out
   int64_t torch_cpu_row_ = 0;                      // the running chunk's OracleChunk::oracle_length / 4
   // Failure injection for the atomicity tests, armed only through lib/cpu/fault_injection.hpp.

@@ -2,6 +2,8 @@
 // by one backend (RAII: threads join in the destructor); parallel_for runs one job at a time (calls
 // from different threads are serialised) and returns when every range is done, rethrowing the
 // first exception a worker raised. No global state; never call parallel_for from inside a job.
+// Construction never leaves threads behind: it succeeds with every thread running or throws
+// dsv4::Error with none.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -15,7 +17,12 @@ namespace dsv4::cpu {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int threads);  // total threads including the caller; ≤ 1 = run inline
+  static constexpr int kMaxThreads = 1024;
+  // `threads`: total threads including the caller; ≤ 1 = run inline. More than kMaxThreads is
+  // Error(invalid_argument); a thread that cannot be created (std::system_error, e.g. under a
+  // memory or process limit) is Error(out_of_memory) after the threads already started have been
+  // stopped and joined.
+  explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -27,6 +34,7 @@ class ThreadPool {
  private:
   void worker_loop();
   void run_pieces();
+  void stop_and_join() noexcept;
 
   std::vector<std::thread> workers_;
   std::mutex job_mutex_;  // one parallel_for at a time
