@@ -133,7 +133,7 @@ GenerateResult generate(Session& session, const Tokenizer* tok, std::span<const 
   sp.stop_token_ids = params.stop_token_ids;
   StopMatcher stop(tok, sp);
   Sampler sampler(params.sampler);
-  SamplerState state(params.sampler.seed);
+  SamplerState state(params.sampler.seed, SamplerState::needs_counts(params.sampler));
   state.add_prompt(prompt);  // the repetition penalty sees the prompt; OpenAI penalties do not
   GenerateResult res;
   res.prompt_tokens = static_cast<int64_t>(prompt.size());

@@ -128,7 +128,7 @@ RequestId Scheduler::submit(Request in) {
     SamplerParams sp = p.sampling;
     sp.seed = p.sampling.seed + static_cast<uint64_t>(i);
     s->sampler = std::make_unique<Sampler>(sp);
-    s->state = SamplerState(sp.seed);
+    s->state = SamplerState(sp.seed, SamplerState::needs_counts(sp));
     s->state.add_prompt(req->prompt);
     s->matcher = std::make_unique<StopMatcher>(tok_, p.stop);
     s->out.index = i;
@@ -173,6 +173,7 @@ bool Scheduler::cancel(RequestId id) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = reqs_.find(id);
   if (it == reqs_.end() || it->second->finished) return false;
+  if (!it->second->cancel) ++pending_cancels_;
   it->second->cancel = true;
   cv_.notify_all();
   return true;
@@ -305,10 +306,13 @@ bool Scheduler::step() {
   stepping_ = true;
   const auto t0 = Clock::now();
 
-  // 1. Cancellations since the last step.
-  for (auto& [id, r] : reqs_)
-    if (r->cancel && !r->finished)
-      for (auto& s : r->seqs) finish_seq(*s, StopReason::cancelled, {}, ev);
+  // 1. Cancellations since the last step (the scan only when there are any).
+  if (pending_cancels_ > 0) {
+    for (auto& [id, r] : reqs_)
+      if (r->cancel && !r->finished)
+        for (auto& s : r->seqs) finish_seq(*s, StopReason::cancelled, {}, ev);
+    pending_cancels_ = 0;
+  }
 
   // 2. The step: decodes, then running prefills, then admissions (FCFS) within the budget.
   int64_t budget = opt_.max_num_batched_tokens;
@@ -468,9 +472,7 @@ void Scheduler::run_until_idle() {
   for (;;) {
     {
       std::lock_guard<std::mutex> lk(mu_);
-      bool live = !waiting_.empty() || !running_.empty();
-      for (auto& [id, r] : reqs_) live = live || (r->cancel && !r->finished);
-      if (!live) return;
+      if (waiting_.empty() && running_.empty() && pending_cancels_ == 0) return;
     }
     step();
   }
@@ -486,10 +488,7 @@ void Scheduler::start() {
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait(lk, [&] {
           if (stop_loop_) return true;
-          if (!waiting_.empty() || !running_.empty()) return true;
-          for (auto& [id, r] : reqs_)
-            if (r->cancel && !r->finished) return true;
-          return false;
+          return !waiting_.empty() || !running_.empty() || pending_cancels_ > 0;
         });
         if (stop_loop_) return;
       }

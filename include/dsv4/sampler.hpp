@@ -54,10 +54,23 @@ struct SampleResult {
 struct SamplerState {
   uint64_t rng = 0;
   std::unordered_map<int32_t, int32_t> seen, generated;
+  // false: the counts are not kept (no penalty asks for them; saves a hash insert per token).
+  bool counts = true;
 
-  explicit SamplerState(uint64_t seed = 0) : rng(seed) {}
-  void add_prompt(std::span<const int32_t> ids) { for (int32_t t : ids) ++seen[t]; }
-  void add_generated(int32_t id) { ++seen[id]; ++generated[id]; }
+  explicit SamplerState(uint64_t seed = 0, bool keep_counts = true) : rng(seed), counts(keep_counts) {}
+  // Whether `p` needs the counts (any of the three penalties on).
+  static bool needs_counts(const SamplerParams& p) {
+    return p.repetition_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f;
+  }
+  void add_prompt(std::span<const int32_t> ids) {
+    if (counts)
+      for (int32_t t : ids) ++seen[t];
+  }
+  void add_generated(int32_t id) {
+    if (!counts) return;
+    ++seen[id];
+    ++generated[id];
+  }
 };
 
 class Sampler {

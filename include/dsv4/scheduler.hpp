@@ -179,6 +179,7 @@ class Scheduler {
   std::vector<Seq*> running_;        // in admission order
   size_t reserved_ = 0;              // Preemption::reserve: worst-case bytes of admitted requests
   std::vector<RequestId> finished_now_;  // finished in the running step, events not yet delivered
+  int64_t pending_cancels_ = 0;          // cancel() calls not yet applied by a step
   RequestId next_id_ = 1;
   SchedulerStats stats_;
   std::thread loop_;
