@@ -14,4 +14,5 @@ int cmd_chat_template(const Args& args);   // cmd_chat_template.cpp (issue: chat
 int cmd_parse_completion(const Args& args);// cmd_chat_template.cpp (issue: chat format)
 int cmd_eval_logits(const Args& args);     // cmd_eval_logits.cpp  (issue: CPU forward)
 int cmd_generate(const Args& args);        // cmd_generate.cpp     (issue: CPU forward)
+int cmd_serve(const Args& args);           // cmd_serve.cpp        (issue: OpenAI server)
 }  // namespace dsv4::cli

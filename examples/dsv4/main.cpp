@@ -21,6 +21,7 @@ constexpr Command kCommands[] = {
     {"parse-completion", dsv4::cli::cmd_parse_completion, "parse-completion --thinking-mode chat|thinking [--lenient] < completion.txt"},
     {"eval-logits", dsv4::cli::cmd_eval_logits, "eval-logits --model DIR --input REF.safetensors --out OUT.safetensors [--chunks 37,1] [--experts-per-token K] [--backend cpu] [--threads N] [--indexer-ties torch-cpu|lowest]"},
     {"generate", dsv4::cli::cmd_generate, "generate --model DIR (--prompt T | --prompt-ids 0,5,9) [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--stop S] [--seed S] [--ids-only] [--experts-per-token K] [--prefill-chunk N] [--ignore-eos] [--indexer-ties lowest|torch-cpu] [--threads N]"},
+    {"serve", dsv4::cli::cmd_serve, "serve MODEL_DIR [--host H] [--port P] [--served-model-name N] [--backend cpu|cuda|null] [--api-key K] [--max-num-seqs N] [--max-model-len N] ... (OpenAI-compatible HTTP server; serve --help)"},
 };
 
 int usage(std::FILE* out) {
