@@ -1,7 +1,7 @@
 // Sampler cost per draw on one core at the DeepSeek-V4 vocabulary (129,280): greedy, the default
 // settings, the usual filters and their combination, penalties over a 2k-token history, logprobs.
 // Logits are random normal (seeded), so the kept sets of top-p are much wider than a real model's
-// (a worst case for the candidate sort, not a typical one). --rows rows are cycled (8 × 0.5 MB by
+// (thousands of tokens: a worst case for top-p's candidates, not a typical one). --rows rows are cycled (8 × 0.5 MB by
 // default, read from the caches; 64 rows go past a 32 MB L3, so each draw reads its row from
 // memory). Prints a table (µs/draw as the median of --runs timed draws, the fastest one, ratio of the
 // medians to greedy) and the result line "default/greedy ratio"; --json writes the same numbers.
@@ -40,6 +40,8 @@ std::vector<Setting> settings() {
   add("greedy", [](auto& p) { p.temperature = 0.0f; });
   add("default (T=1, top_p=1)", [](auto&) {});
   add("T=0.7 top_p=0.9", [](auto& p) { p.temperature = 0.7f, p.top_p = 0.9f; });
+  add("T=1 top_p=0.95", [](auto& p) { p.top_p = 0.95f; });
+  add("T=0.7 min_p=0.05 top_p=0.9", [](auto& p) { p.temperature = 0.7f, p.min_p = 0.05f, p.top_p = 0.9f; });
   add("top_k=50", [](auto& p) { p.top_k = 50; });
   add("min_p=0.05", [](auto& p) { p.min_p = 0.05f; });
   add("T=0.8 top_k=40 top_p=0.95", [](auto& p) { p.temperature = 0.8f, p.top_k = 40, p.top_p = 0.95f; });

@@ -52,8 +52,9 @@ std::vector<int32_t> ranked(const std::vector<float>& l) {
 // (logit desc, id asc), weights exp((l − max)/T) in double, the top-k cut, min-p (weight ≥ min_p,
 // the maximum weighing 1), the smallest ranking prefix whose mass reaches top_p of what is left,
 // renormalised. No bias or penalties (the tests that use them check other things).
-std::vector<double> expected_distribution(const std::vector<float>& l, const dsv4::SamplerParams& p) {
-  const auto order = ranked(l);
+std::vector<double> expected_distribution(const std::vector<float>& l, const dsv4::SamplerParams& p,
+                                          std::vector<int32_t> order = {}) {
+  if (order.empty()) order = ranked(l);
   size_t n = order.size();
   if (p.top_k > 0 && static_cast<size_t>(p.top_k) < n) n = static_cast<size_t>(p.top_k);
   const double mx = l[static_cast<size_t>(order[0])];
@@ -77,6 +78,17 @@ std::vector<double> expected_distribution(const std::vector<float>& l, const dsv
   for (double x : w) total += x;
   for (double& x : w) x /= total;
   return w;
+}
+
+// A head of 30 tokens (16 − 2·log2(1 + h) plus noise) at random ids over a normal tail.
+std::vector<float> head_and_tail(int n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, 2.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(g);
+  std::uniform_int_distribution<int> any(0, n - 1);
+  for (int h = 0; h < 30; ++h) v[static_cast<size_t>(any(g))] = 16.0f - 2.0f * std::log2(1.0f + h) + 0.3f * d(g);
+  return v;
 }
 
 // Size of the kept top-p prefix of the ranking (no other filter), by the same full sort.
@@ -176,6 +188,35 @@ TEST_CASE("same seed, same draws; another seed, other draws", "[sampler]") {
   p.seed = 43;
   CHECK(draws(p, l, 200) != a);
   CHECK(std::set<int32_t>(a.begin(), a.end()).size() > 5);  // really sampling
+}
+
+TEST_CASE("every path draws reproducibly for a seed on a vocabulary-sized row", "[sampler]") {
+  // The rejection draw (no filter, min-p), top-k's and top-p's kept lists, with and without the
+  // copied row of bias / penalties: fresh samplers with one seed draw one sequence, through the
+  // state and through the history overload; another seed draws another.
+  const auto l = random_logits(129280, 1212, 2.5f);
+  struct Case {
+    float temperature;
+    int top_k;
+    float top_p, min_p, presence;
+  };
+  for (const Case c : {Case{1.0f, 0, 1.0f, 0.0f, 0.0f}, Case{0.7f, 0, 1.0f, 0.05f, 0.0f}, Case{0.8f, 40, 1.0f, 0.0f, 0.0f},
+                       Case{0.8f, 40, 0.95f, 0.0f, 0.0f}, Case{0.7f, 0, 0.9f, 0.0f, 0.0f}, Case{1.0f, 0, 0.95f, 0.02f, 0.0f},
+                       Case{1.0f, 0, 0.9f, 0.0f, 0.5f}}) {
+    dsv4::SamplerParams p;
+    p.temperature = c.temperature;
+    p.top_k = c.top_k;
+    p.top_p = c.top_p;
+    p.min_p = c.min_p;
+    p.presence_penalty = c.presence;
+    p.seed = 31;
+    INFO("T " << c.temperature << " top_k " << c.top_k << " top_p " << c.top_p << " min_p " << c.min_p);
+    const auto a = state_draws(p, l, 60, 31);
+    CHECK(a == state_draws(p, l, 60, 31));
+    if (c.presence == 0.0f) CHECK(draws(p, l, 60) == a);  // the history overload: its own stream, seed 31
+    CHECK(state_draws(p, l, 60, 32) != a);
+    CHECK(std::set<int32_t>(a.begin(), a.end()).size() > 5);  // really sampling
+  }
 }
 
 TEST_CASE("greedy picks the maximum, lowest id on ties", "[sampler]") {
@@ -336,7 +377,9 @@ TEST_CASE("chi-square: top-k, top-p, min-p and their combination follow the reno
                         {"min-p 0.1", 1.0f, 0, 1.0f, 0.1f},
                         {"T 0.8, top-k 7, min-p 0.05, top-p 0.85", 0.8f, 7, 0.85f, 0.05f},
                         {"T 1.3, top-k 9, top-p 0.9", 1.3f, 9, 0.9f, 0.0f},
-                        {"T 0.6, min-p 0.02, top-p 0.95", 0.6f, 0, 0.95f, 0.02f}};
+                        {"T 0.6, min-p 0.02, top-p 0.95", 0.6f, 0, 0.95f, 0.02f},
+                        {"T 1.5, top-p 0.9", 1.5f, 0, 0.9f, 0.0f},
+                        {"T 0.8, top-p 0.5", 0.8f, 0, 0.5f, 0.0f}};
   uint64_t seed = 77;
   for (const Case& c : cases) {
     dsv4::SamplerParams p;
@@ -356,17 +399,22 @@ TEST_CASE("chi-square: top-k, top-p, min-p and their combination follow the reno
 }
 
 TEST_CASE("chi-square: draws across many blocks, banned tokens and a partial last block", "[sampler][chi2]") {
-  // V = 5000 spans several blocks of the one-pass softmax; bins of 50 consecutive ids check the
-  // walk over the blocks and the rescan inside one. Tokens 0..599 are banned (−inf): a whole block
-  // and part of the next weigh nothing.
+  // V = 5000 spans a whole group chunk of the rejection draw (4096 tokens) and a partial one, and
+  // many blocks of the passes; bins of 50 consecutive ids check the envelope's groups and top-p's
+  // walk over its kept list. Tokens 0..599 are banned (−inf): whole groups and blocks weigh nothing.
   auto l = random_logits(5000, 303, 1.0f);
   for (size_t i = 0; i < 600; ++i) l[i] = -INFINITY;
-  for (const float min_p : {0.0f, 0.05f}) {
+  struct Case {
+    float min_p, top_p;
+  };
+  for (const Case c : {Case{0.0f, 1.0f}, Case{0.05f, 1.0f}, Case{0.0f, 0.9f}, Case{0.02f, 0.95f}}) {
+    const float min_p = c.min_p;
     dsv4::SamplerParams p;
     p.min_p = min_p;
+    p.top_p = c.top_p;
     p.temperature = 0.9f;
     const auto expected = expected_distribution(l, p);
-    const auto counts = histogram(p, l, 40000, 4242);
+    const auto counts = histogram(p, l, c.top_p < 1.0f ? 20000 : 40000, 4242);
     std::vector<int64_t> bc(100, 0);
     std::vector<double> be(100, 0.0);
     int64_t outside = 0;
@@ -376,7 +424,8 @@ TEST_CASE("chi-square: draws across many blocks, banned tokens and a partial las
       if (expected[i] == 0) outside += counts[i];
     }
     const Fit f = chi_square(bc, be);
-    INFO("min_p " << min_p << ": chi2 " << f.stat << " df " << f.df << " critical " << f.critical);
+    INFO("min_p " << min_p << " top_p " << c.top_p << ": chi2 " << f.stat << " df " << f.df << " critical "
+                  << f.critical);
     CHECK(outside == 0);
     CHECK(f.stat < f.critical);
   }
@@ -406,38 +455,67 @@ TEST_CASE("top-k keeps the lowest ids of a tied group at the cut", "[sampler]") 
 
 TEST_CASE("top-p keeps exactly the full-sort prefix on vocabulary-sized rows", "[sampler]") {
   constexpr int V = 129280;
-  // Random rows: top-p with a kept prefix of K tokens draws from the same sorted candidates with
-  // the same weights as top-k = K, so for one seed the draws are equal exactly when the kept sets
-  // are; a kept set one token off changes the total mass and with it most draws. Every draw must
-  // also rank inside the prefix.
+  // A kept set draws the same token for a seed whichever filter found it (the draw walks the kept
+  // tokens in id order), so top-p, which keeps a prefix of K tokens by the full sort, must draw
+  // exactly what top-k = K draws; a kept set one token off changes the kept mass and with it most
+  // of the draws. Every draw must also rank inside the prefix. Rows: random normal; rounded to
+  // multiples of 0.5 (thousands of exact ties at the cut); one dominant token over a normal tail;
+  // a head of 30 tokens over a normal tail (rows where top-p's first guess of the cut's depth falls
+  // short and deeper bands follow); with min-p as well.
+  enum Kind { normal, ties, dominant, head };
   struct Case {
+    Kind kind;
     uint32_t row_seed;
-    float sigma, temperature, top_p;
-    bool ties;  // logits rounded to multiples of 0.5: thousands of exact ties at the cut
+    float sigma, temperature, top_p, min_p;
   };
-  const Case cases[] = {{1, 3.0f, 1.0f, 0.5f, false}, {2, 3.0f, 0.8f, 0.9f, false}, {3, 2.5f, 0.7f, 0.95f, false},
-                        {4, 3.0f, 1.0f, 0.5f, true},  {5, 2.5f, 0.8f, 0.9f, true}};
+  const Case cases[] = {
+      {normal, 1, 3.0f, 1.0f, 0.5f, 0.0f},   {normal, 2, 3.0f, 0.8f, 0.9f, 0.0f},
+      {normal, 3, 2.5f, 0.7f, 0.95f, 0.0f},  {normal, 4, 2.5f, 1.0f, 0.99f, 0.0f},
+      {normal, 5, 2.5f, 1.3f, 0.9f, 0.0f},   {ties, 6, 3.0f, 1.0f, 0.5f, 0.0f},
+      {ties, 7, 2.5f, 0.8f, 0.9f, 0.0f},     {ties, 8, 2.5f, 0.7f, 0.95f, 0.0f},
+      {ties, 9, 2.5f, 1.0f, 0.99f, 0.0f},    {dominant, 10, 2.0f, 1.0f, 0.9f, 0.0f},
+      {dominant, 11, 2.0f, 1.0f, 0.99f, 0.0f}, {head, 2, 2.0f, 1.0f, 0.9f, 0.0f},
+      {head, 4, 2.0f, 1.0f, 0.9f, 0.0f},     {head, 9, 2.0f, 1.0f, 0.95f, 0.0f},
+      {head, 12, 2.0f, 1.0f, 0.9f, 0.0f},    {normal, 13, 2.5f, 0.7f, 0.9f, 0.001f},
+      {ties, 14, 2.5f, 1.0f, 0.95f, 0.01f},  {head, 21, 2.0f, 1.0f, 0.9f, 1e-5f}};
+  std::set<size_t> sizes;
   for (const Case& c : cases) {
-    auto l = random_logits(V, c.row_seed, c.sigma);
-    if (c.ties)
+    auto l = c.kind == head ? head_and_tail(V, c.row_seed) : random_logits(V, c.row_seed, c.sigma);
+    if (c.kind == ties)
       for (auto& x : l) x = std::round(x * 2.0f) / 2.0f;
-    const size_t K = top_p_prefix(l, c.temperature, c.top_p);
-    const auto order = ranked(l);
-    INFO("row " << c.row_seed << (c.ties ? " (ties)" : "") << ": T " << c.temperature << " top_p " << c.top_p
-                << " keeps " << K);
-    REQUIRE(K > 64);  // past the first round of candidates
-    REQUIRE(K < static_cast<size_t>(V));
-    if (c.ties) REQUIRE(l[static_cast<size_t>(order[K - 1])] == l[static_cast<size_t>(order[K])]);  // cut inside a tie
-    std::vector<size_t> rank(V);
-    for (size_t r = 0; r < order.size(); ++r) rank[static_cast<size_t>(order[r])] = r;
+    if (c.kind == dominant) {
+      // One token well above the rest: alone it holds about 0.85 of the mass (0.9 needs the tail)
+      // at row 10, and 0.98 at row 11 (0.99 needs the tail).
+      double z = 0;
+      for (float x : l) z += std::exp(static_cast<double>(x));
+      const double share = c.row_seed == 10 ? 0.85 : 0.98;
+      l[static_cast<size_t>(c.row_seed * 997 % V)] = static_cast<float>(std::log(z * share / (1 - share)));
+    }
     dsv4::SamplerParams pp, pk;
     pp.temperature = pk.temperature = c.temperature;
+    pp.min_p = pk.min_p = c.min_p;
     pp.top_p = c.top_p;
+    const auto order = ranked(l);
+    const auto expected = expected_distribution(l, pp, order);
+    const size_t K = static_cast<size_t>(std::count_if(expected.begin(), expected.end(), [](double x) { return x > 0; }));
+    INFO("row " << c.row_seed << " kind " << c.kind << ": T " << c.temperature << " top_p " << c.top_p << " min_p "
+                << c.min_p << " keeps " << K);
+    REQUIRE(K >= 1);
+    REQUIRE(K < static_cast<size_t>(V));
+    for (size_t r = 0; r < K; ++r) REQUIRE(expected[static_cast<size_t>(order[r])] > 0);  // a prefix
+    if (c.kind == ties) REQUIRE(l[static_cast<size_t>(order[K - 1])] == l[static_cast<size_t>(order[K])]);
+    if (c.kind == dominant) REQUIRE(K > 1);
+    sizes.insert(K);
+    std::vector<size_t> rank(V);
+    for (size_t r = 0; r < order.size(); ++r) rank[static_cast<size_t>(order[r])] = r;
     pk.top_k = static_cast<int>(K);
-    const auto a = state_draws(pp, l, 200, 11), b = state_draws(pk, l, 200, 11);
+    const int n = K > 4096 ? 40 : K > 1024 ? 100 : 200;  // top-k = K selects and sorts its K on every draw
+    const auto a = state_draws(pp, l, n, 11), b = state_draws(pk, l, n, 11);
     CHECK(a == b);
     for (int32_t t : a) REQUIRE(rank[static_cast<size_t>(t)] < K);
   }
+  CHECK(*sizes.begin() < 64);      // small kept sets
+  CHECK(*sizes.rbegin() > 20000);  // and large ones
 }
 
 TEST_CASE("top-p's boundary token is kept and the next one is not (vocabulary-sized row)", "[sampler]") {
