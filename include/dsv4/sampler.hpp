@@ -8,7 +8,9 @@
 //   l −= count·frequency + (count > 0)·presence, over *generated* tokens only) → greedy
 //   (temperature 0: argmax, lowest id on ties) or l / temperature → top-k → softmax → min-p
 //   (keep p ≥ min_p·p_max) → top-p (smallest prefix of the ranking, by (logit desc, id asc),
-//   whose mass reaches top_p) → one draw from a splitmix64 stream.
+//   whose mass reaches top_p) → a draw from the kept set with the state's splitmix64 stream (the
+//   unfiltered paths use exact rejection sampling, so the number of stream values a draw takes
+//   varies; the draws are deterministic for a seed on every x86-64 CPU).
 // Logprobs (when asked) are the model's own distribution: log_softmax of the raw row, before bias,
 // penalties, temperature and filters (vLLM's default "raw logprobs").
 //
