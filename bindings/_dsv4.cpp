@@ -1,17 +1,21 @@
 // dsv4._dsv4: the native half of the Python module, a pybind11 layer over the C API (capi/dsv4.h)
 // only. Handles are owned through shared holders so that a Session or Tokenizer keeps its Model
 // alive; every failing status raises a dsv4.Error subclass carrying the C error text; compute runs
-// with the GIL released (callbacks into Python take it back). The pure-Python half
-// (python/dsv4/__init__.py) adds encode_messages / parse_message_from_completion_text, chat() and
-// generate() on top.
+// with the GIL released (callbacks into Python take it back). Engine wraps the C batch engine
+// (dsv4_engine_*): requests are submitted without waiting and waited for with the GIL released.
+// The pure-Python half (python/dsv4/__init__.py) adds encode_messages /
+// parse_message_from_completion_text, chat(), generate() and the vLLM-style LLM / SamplingParams.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -40,6 +44,7 @@ const char* exception_name(dsv4_status st) {
     case DSV4_ERR_CONTEXT_OVERFLOW: return "ContextOverflowError";
     case DSV4_ERR_BACKEND: return "BackendError";
     case DSV4_ERR_CANCELLED: return "CancelledError";
+    case DSV4_ERR_BUSY: return "BusyError";
     default: return "Error";
   }
 }
@@ -226,11 +231,14 @@ struct GenerateOptions {
   dsv4_generate_params params = dsv4_generate_default_params();
   std::vector<std::string> stops;
   std::vector<const char*> stop_ptrs;
+  std::vector<int32_t> stop_token_ids;
   void finalize() {
     stop_ptrs.clear();
     for (const std::string& s : stops) stop_ptrs.push_back(s.c_str());
     params.stop_strings = stop_ptrs.empty() ? nullptr : stop_ptrs.data();
     params.n_stop_strings = stop_ptrs.size();
+    params.stop_token_ids = stop_token_ids.empty() ? nullptr : stop_token_ids.data();
+    params.n_stop_token_ids = stop_token_ids.size();
   }
 };
 
@@ -434,6 +442,11 @@ class Session {
     check(dsv4_session_reset(h_->s));
   }
 
+  void truncate(int64_t position) {
+    BusyGuard busy(*h_);
+    check(dsv4_session_truncate(h_->s, position));
+  }
+
   Session fork() const {
     BusyGuard busy(*h_);
     auto h = std::make_shared<SessionHolder>();
@@ -498,7 +511,9 @@ class Session {
 class Model {
  public:
   Model(const std::string& path, const std::string& backend, int experts_per_token, int threads,
-        const std::vector<int32_t>& device_ids, bool load_tokenizer, std::optional<int> log_level)
+        const std::vector<int32_t>& device_ids, bool load_tokenizer, std::optional<int> log_level,
+        uint64_t state_budget_bytes, int64_t max_sequences, int64_t max_context, int rollback_tokens,
+        const std::map<std::string, py::object>& backend_params)
       : h_(std::make_shared<ModelHolder>()) {
     dsv4_model_params p = dsv4_model_default_params();
     p.backend = backend.c_str();
@@ -508,6 +523,19 @@ class Model {
     p.n_device_ids = device_ids.size();
     p.load_tokenizer = load_tokenizer;
     if (log_level) p.log_level = *log_level;
+    p.state_budget_bytes = state_budget_bytes;
+    p.max_sequences = max_sequences;
+    p.max_context = max_context;
+    p.rollback_tokens = rollback_tokens;
+    // {"threads": 4, "indexer_ties": "lowest"} → "threads=4,indexer_ties=lowest"
+    std::string settings;
+    for (const auto& [k, v] : backend_params) {
+      const std::string value = py::str(v);
+      if (k.find_first_of(",=") != std::string::npos || value.find(',') != std::string::npos)
+        throw py::value_error("backend_params keys and values must not contain ',' (or '=' in keys): " + k);
+      settings += (settings.empty() ? "" : ",") + k + "=" + value;
+    }
+    p.backend_params = settings.empty() ? nullptr : settings.c_str();
     nogil([&] { return dsv4_model_load(path.c_str(), &p, &h_->m); });
   }
   dsv4_model_info info() const {
@@ -576,6 +604,208 @@ class ChatStream {
   std::unique_ptr<dsv4_chat_stream, decltype(&dsv4_chat_stream_free)> s_{nullptr, dsv4_chat_stream_free};
 };
 
+// ---- Engine (continuous batching) ------------------------------------------------------------
+
+// A buffer-convention result that may grow between the size query and the copy (a running
+// request): asks again until it fits.
+template <typename T, typename F>
+std::vector<T> fetch_all(F&& call) {
+  std::vector<T> v;
+  for (;;) {
+    size_t n = 0;
+    dsv4_status st = call(static_cast<T*>(nullptr), size_t{0}, &n);
+    if (st == DSV4_OK) return v;  // empty
+    if (st != DSV4_ERR_BUFFER_TOO_SMALL) check(st);
+    v.resize(n + 1);  // + 1: room for a NUL of text results
+    st = call(v.data(), v.size(), &n);
+    if (st == DSV4_OK) {
+      v.resize(n);
+      return v;
+    }
+    if (st != DSV4_ERR_BUFFER_TOO_SMALL) check(st);
+  }
+}
+
+py::object lenient_str(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace");
+  if (!o) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(o);
+}
+
+struct EngineHolder {
+  std::shared_ptr<ModelHolder> model;  // the model must outlive its engine
+  dsv4_engine* e = nullptr;
+  ~EngineHolder() { close(); }
+  void close() {
+    if (!e) return;
+    dsv4_engine* x = e;
+    e = nullptr;
+    if (PyGILState_Check()) {
+      py::gil_scoped_release release;  // waits for the engine thread's current step
+      dsv4_engine_free(x);
+    } else {
+      dsv4_engine_free(x);
+    }
+  }
+};
+
+int preemption_code(const std::string& name) {
+  if (name == "recompute") return DSV4_PREEMPT_RECOMPUTE;
+  if (name == "reserve") return DSV4_PREEMPT_RESERVE;
+  throw py::value_error("preemption must be 'recompute' or 'reserve', not '" + name + "'");
+}
+
+// One request's C parameters with the storage its pointers refer to.
+struct RequestOptions {
+  dsv4_request_params params = dsv4_request_default_params();
+  std::vector<std::string> stops;
+  std::vector<const char*> stop_ptrs;
+  std::vector<int32_t> stop_token_ids;
+  std::vector<int32_t> bias_ids;
+  std::vector<float> bias_values;
+  void finalize() {
+    stop_ptrs.clear();
+    for (const std::string& s : stops) stop_ptrs.push_back(s.c_str());
+    params.stop_strings = stop_ptrs.empty() ? nullptr : stop_ptrs.data();
+    params.n_stop_strings = stop_ptrs.size();
+    params.stop_token_ids = stop_token_ids.empty() ? nullptr : stop_token_ids.data();
+    params.n_stop_token_ids = stop_token_ids.size();
+    params.logit_bias_ids = bias_ids.empty() ? nullptr : bias_ids.data();
+    params.logit_bias_values = bias_values.empty() ? nullptr : bias_values.data();
+    params.n_logit_bias = bias_ids.size();
+  }
+};
+
+class Engine {
+ public:
+  Engine(const std::shared_ptr<ModelHolder>& model, int max_num_seqs, int max_num_batched_tokens,
+         int64_t max_model_len, int max_waiting, int max_n, const std::string& preemption)
+      : h_(std::make_shared<EngineHolder>()) {
+    h_->model = model;
+    dsv4_engine_params p = dsv4_engine_default_params();
+    p.max_num_seqs = max_num_seqs;
+    p.max_num_batched_tokens = max_num_batched_tokens;
+    p.max_model_len = max_model_len;
+    p.max_waiting = max_waiting;
+    p.max_n = max_n;
+    p.preemption = preemption_code(preemption);
+    check(dsv4_engine_create(model->m, &p, &h_->e));
+  }
+
+  uint64_t submit(const std::vector<int32_t>& prompt, RequestOptions opt) {
+    opt.finalize();
+    uint64_t id = 0;
+    check(dsv4_engine_submit(get(), prompt.data(), prompt.size(), &opt.params, nullptr, nullptr, &id));
+    return id;
+  }
+
+  void cancel(uint64_t id) { check(dsv4_engine_cancel(get(), id)); }
+
+  // Waits without the GIL in slices, so that Ctrl-C (KeyboardInterrupt) and other Python signal
+  // handlers run meanwhile. timeout None = no limit. Returns whether the request finished.
+  bool wait(uint64_t id, std::optional<double> timeout) {
+    dsv4_engine* e = get();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (;;) {
+      double slice = 0.1;
+      if (timeout) {
+        const double left = *timeout - std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        slice = std::max(0.0, std::min(slice, left));
+      }
+      bool finished = false;
+      nogil([&] { return dsv4_engine_wait(e, id, slice, &finished); });
+      if (finished) return true;
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+      if (timeout && std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() >= *timeout)
+        return false;
+    }
+  }
+
+  // Per sample: (index, token_ids, text, stop_reason code or -1, logprobs (list of {id: logprob}
+  // per token) or None, error text).
+  py::list output(uint64_t id) const {
+    dsv4_engine* e = get();
+    dsv4_request_info info{};
+    check(dsv4_engine_get_request_info(e, id, &info));
+    py::list out;
+    for (int32_t i = 0; i < info.n; ++i) {
+      int32_t reason = -1;
+      const std::vector<int32_t> tokens = fetch_all<int32_t>(
+          [&](int32_t* b, size_t c, size_t* n) { return dsv4_engine_get_output(e, id, i, b, c, n, &reason); });
+      const std::vector<char> tv = fetch_all<char>(
+          [&](char* b, size_t c, size_t* n) { return dsv4_engine_get_text(e, id, i, b, c, n); });
+      const std::vector<char> ev = fetch_all<char>(
+          [&](char* b, size_t c, size_t* n) { return dsv4_engine_get_error(e, id, i, b, c, n); });
+      const std::string text(tv.begin(), tv.end()), error(ev.begin(), ev.end());
+      const std::vector<dsv4_token_logprob> lp = fetch_all<dsv4_token_logprob>(
+          [&](dsv4_token_logprob* b, size_t c, size_t* n) { return dsv4_engine_get_logprobs(e, id, i, b, c, n); });
+      py::object logprobs = py::none();
+      // 1 + k entries per token (consistent once finished; a running snapshot may be ragged: none then)
+      if (!lp.empty() && !tokens.empty() && lp.size() % tokens.size() == 0) {
+        const size_t per = lp.size() / tokens.size();
+        py::list rows;
+        for (size_t t = 0; t * per < lp.size(); ++t) {
+          py::dict row;
+          for (size_t j = 0; j < per; ++j) {
+            const dsv4_token_logprob& x = lp[t * per + j];
+            if (x.id >= 0 && !row.contains(py::int_(x.id))) row[py::int_(x.id)] = x.logprob;
+          }
+          rows.append(row);
+        }
+        logprobs = rows;
+      }
+      out.append(py::make_tuple(i, tokens, lenient_str(text), reason, logprobs, lenient_str(error)));
+    }
+    return out;
+  }
+
+  py::dict info(uint64_t id) const {
+    dsv4_request_info i{};
+    check(dsv4_engine_get_request_info(get(), id, &i));
+    py::dict d;
+    d["n_prompt_tokens"] = i.n_prompt_tokens;
+    d["n"] = i.n;
+    d["n_finished"] = i.n_finished;
+    d["finished"] = i.finished;
+    d["preemptions"] = i.preemptions;
+    d["queue_seconds"] = i.queue_seconds;
+    d["ttft_seconds"] = i.ttft_seconds;
+    d["e2e_seconds"] = i.e2e_seconds;
+    return d;
+  }
+
+  void release(uint64_t id) { check(dsv4_engine_release(get(), id)); }
+
+  py::dict stats() const {
+    dsv4_engine_stats s{};
+    check(dsv4_engine_get_stats(get(), &s));
+    py::dict d;
+    d["running"] = s.running;
+    d["waiting"] = s.waiting;
+    d["finished_requests"] = s.finished_requests;
+    d["cancelled_requests"] = s.cancelled_requests;
+    d["failed_requests"] = s.failed_requests;
+    d["prompt_tokens"] = s.prompt_tokens;
+    d["generated_tokens"] = s.generated_tokens;
+    d["steps"] = s.steps;
+    d["preemptions"] = s.preemptions;
+    d["state_used_bytes"] = s.state_used_bytes;
+    d["state_budget_bytes"] = s.state_budget_bytes;
+    d["last_step_seconds"] = s.last_step_seconds;
+    return d;
+  }
+
+  void close() { h_->close(); }
+  bool closed() const { return h_->e == nullptr; }
+
+ private:
+  dsv4_engine* get() const {
+    if (!h_->e) throw std::runtime_error("the engine is closed");
+    return h_->e;
+  }
+  std::shared_ptr<EngineHolder> h_;
+};
+
 py::dict stats_dict(const dsv4_session_stats& s) {
   py::dict d;
   d["position"] = s.position;
@@ -614,6 +844,7 @@ PYBIND11_MODULE(_dsv4, m) {
   sub("ContextOverflowError", nullptr);
   sub("BackendError", nullptr);
   sub("CancelledError", nullptr);
+  sub("BusyError", nullptr);
 
   py::class_<Tokenizer>(m, "Tokenizer", "Byte-level BPE tokenizer (a tokenizer.json).")
       .def(py::init(&Tokenizer::load), py::arg("path"), "Loads a tokenizer.json file.")
@@ -663,13 +894,14 @@ PYBIND11_MODULE(_dsv4, m) {
 
   auto gen_opts = [](int max_new_tokens, float temperature, int top_k, float top_p, float min_p, float rep,
                      float freq, float pres, uint64_t seed, std::vector<std::string> stop, bool stop_on_eos,
-                     int prefill_chunk) {
+                     int prefill_chunk, std::vector<int32_t> stop_token_ids) {
     GenerateOptions o;
     o.params.max_new_tokens = max_new_tokens;
     o.params.sampler = sampler_params(temperature, top_k, top_p, min_p, rep, freq, pres, seed);
     o.params.stop_on_eos = stop_on_eos;
     o.params.prefill_chunk = prefill_chunk;
     o.stops = std::move(stop);
+    o.stop_token_ids = std::move(stop_token_ids);
     return o;
   };
 
@@ -684,6 +916,8 @@ PYBIND11_MODULE(_dsv4, m) {
       .def_property_readonly("max_context", [](const Session& s) { return s.stats().max_context; })
       .def_property_readonly("stats", [](const Session& s) { return stats_dict(s.stats()); })
       .def("reset", &Session::reset)
+      .def("truncate", &Session::truncate, py::arg("position"),
+           "Back to an earlier position (up to the model's rollback_tokens back, or 0).")
       .def("fork", &Session::fork)
       .def("sample", &Session::sample, py::arg("sampler"))
       .def(
@@ -691,37 +925,42 @@ PYBIND11_MODULE(_dsv4, m) {
           [gen_opts](Session& s, const std::vector<int32_t>& prompt, int max_new_tokens, float temperature, int top_k,
                      float top_p, float min_p, float rep, float freq, float pres, uint64_t seed,
                      std::vector<std::string> stop, bool stop_on_eos, int prefill_chunk,
-                     std::optional<py::function> callback) {
+                     std::vector<int32_t> stop_token_ids, std::optional<py::function> callback) {
             return s.generate(prompt,
                               gen_opts(max_new_tokens, temperature, top_k, top_p, min_p, rep, freq, pres, seed,
-                                       std::move(stop), stop_on_eos, prefill_chunk),
+                                       std::move(stop), stop_on_eos, prefill_chunk, std::move(stop_token_ids)),
                               std::move(callback));
           },
           py::arg("prompt"), py::kw_only(), py::arg("max_new_tokens") = 256, py::arg("temperature") = 1.0f,
           py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
           py::arg("repetition_penalty") = 1.0f, py::arg("frequency_penalty") = 0.0f,
           py::arg("presence_penalty") = 0.0f, py::arg("seed") = 0, py::arg("stop") = std::vector<std::string>{},
-          py::arg("stop_on_eos") = true, py::arg("prefill_chunk") = 0, py::arg("callback") = py::none())
+          py::arg("stop_on_eos") = true, py::arg("prefill_chunk") = 0,
+          py::arg("stop_token_ids") = std::vector<int32_t>{}, py::arg("callback") = py::none())
       .def(
           "stream",
           [gen_opts](Session& s, const std::vector<int32_t>& prompt, int max_new_tokens, float temperature, int top_k,
                      float top_p, float min_p, float rep, float freq, float pres, uint64_t seed,
-                     std::vector<std::string> stop, bool stop_on_eos, int prefill_chunk) {
+                     std::vector<std::string> stop, bool stop_on_eos, int prefill_chunk,
+                     std::vector<int32_t> stop_token_ids) {
             return s.stream(prompt, gen_opts(max_new_tokens, temperature, top_k, top_p, min_p, rep, freq, pres, seed,
-                                             std::move(stop), stop_on_eos, prefill_chunk));
+                                             std::move(stop), stop_on_eos, prefill_chunk, std::move(stop_token_ids)));
           },
           py::arg("prompt"), py::kw_only(), py::arg("max_new_tokens") = 256, py::arg("temperature") = 1.0f,
           py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
           py::arg("repetition_penalty") = 1.0f, py::arg("frequency_penalty") = 0.0f,
           py::arg("presence_penalty") = 0.0f, py::arg("seed") = 0, py::arg("stop") = std::vector<std::string>{},
-          py::arg("stop_on_eos") = true, py::arg("prefill_chunk") = 0);
+          py::arg("stop_on_eos") = true, py::arg("prefill_chunk") = 0,
+          py::arg("stop_token_ids") = std::vector<int32_t>{});
 
   py::class_<Model>(m, "Model", "A loaded DeepSeek-V4 checkpoint folder.")
       .def(py::init<const std::string&, const std::string&, int, int, const std::vector<int32_t>&, bool,
-                    std::optional<int>>(),
+                    std::optional<int>, uint64_t, int64_t, int64_t, int, const std::map<std::string, py::object>&>(),
            py::arg("path"), py::kw_only(), py::arg("backend") = "cpu", py::arg("experts_per_token") = 0,
            py::arg("threads") = 0, py::arg("device_ids") = std::vector<int32_t>{}, py::arg("load_tokenizer") = true,
-           py::arg("log_level") = py::none())
+           py::arg("log_level") = py::none(), py::arg("state_budget_bytes") = 0, py::arg("max_sequences") = 0,
+           py::arg("max_context") = 0, py::arg("rollback_tokens") = 16,
+           py::arg("backend_params") = std::map<std::string, py::object>{})
       .def_property_readonly("tokenizer", &Model::tokenizer)
       .def("session", &Model::session, py::arg("max_context") = 0)
       .def_property_readonly("info", [](const Model& mo) {
@@ -743,6 +982,59 @@ PYBIND11_MODULE(_dsv4, m) {
       })
       .def_property_readonly("vocab_size", [](const Model& mo) { return mo.info().vocab_size; })
       .def_property_readonly("eos_id", [](const Model& mo) { return mo.info().eos_token_id; });
+
+  py::class_<Engine>(m, "Engine",
+                     "Continuous-batching engine over a Model (the C dsv4_engine): submit requests from any "
+                     "thread, wait for them without the GIL. dsv4.LLM is the friendly front end.")
+      .def(py::init([](const Model& model, int max_num_seqs, int max_num_batched_tokens, int64_t max_model_len,
+                       int max_waiting, int max_n, const std::string& preemption) {
+             return Engine(model.holder(), max_num_seqs, max_num_batched_tokens, max_model_len, max_waiting, max_n,
+                           preemption);
+           }),
+           py::arg("model"), py::kw_only(), py::arg("max_num_seqs") = 256, py::arg("max_num_batched_tokens") = 2048,
+           py::arg("max_model_len") = 0, py::arg("max_waiting") = 0, py::arg("max_n") = 16,
+           py::arg("preemption") = "recompute")
+      .def(
+          "submit",
+          [](Engine& e, const std::vector<int32_t>& prompt, int max_tokens, float temperature, int top_k, float top_p,
+             float min_p, float rep, float freq, float pres, uint64_t seed, int n, int logprobs, bool ignore_eos,
+             std::vector<std::string> stop, std::vector<int32_t> stop_token_ids,
+             const std::map<int32_t, float>& logit_bias) {
+            RequestOptions o;
+            o.params.sampler = sampler_params(temperature, top_k, top_p, min_p, rep, freq, pres, seed);
+            o.params.max_tokens = max_tokens;
+            o.params.n = n;
+            o.params.logprobs = logprobs;
+            o.params.ignore_eos = ignore_eos;
+            o.stops = std::move(stop);
+            o.stop_token_ids = std::move(stop_token_ids);
+            for (const auto& [id, v] : logit_bias) {
+              o.bias_ids.push_back(id);
+              o.bias_values.push_back(v);
+            }
+            return e.submit(prompt, std::move(o));
+          },
+          py::arg("prompt"), py::kw_only(), py::arg("max_tokens") = 16, py::arg("temperature") = 1.0f,
+          py::arg("top_k") = 0, py::arg("top_p") = 1.0f, py::arg("min_p") = 0.0f,
+          py::arg("repetition_penalty") = 1.0f, py::arg("frequency_penalty") = 0.0f,
+          py::arg("presence_penalty") = 0.0f, py::arg("seed") = 0, py::arg("n") = 1, py::arg("logprobs") = -1,
+          py::arg("ignore_eos") = false, py::arg("stop") = std::vector<std::string>{},
+          py::arg("stop_token_ids") = std::vector<int32_t>{}, py::arg("logit_bias") = std::map<int32_t, float>{},
+          "Queues a request; returns its id at once.")
+      .def("cancel", &Engine::cancel, py::arg("request_id"))
+      .def("wait", &Engine::wait, py::arg("request_id"), py::arg("timeout") = py::none(),
+           "Blocks (without the GIL) until the request finished or `timeout` seconds passed; returns whether "
+           "it finished.")
+      .def("output", &Engine::output, py::arg("request_id"),
+           "Per sample: (index, token_ids, text, stop_reason code or -1, logprobs or None, error).")
+      .def("info", &Engine::info, py::arg("request_id"))
+      .def("release", &Engine::release, py::arg("request_id"))
+      .def("stats", &Engine::stats)
+      .def("close", &Engine::close, "Stops the engine (unfinished requests end cancelled).")
+      .def_property_readonly("closed", &Engine::closed);
+
+  m.def("stop_reason_name", [](int32_t r) { return std::string(dsv4_stop_reason_name(r)); }, py::arg("code"));
+  m.def("finish_reason_name", [](int32_t r) { return std::string(dsv4_finish_reason_name(r)); }, py::arg("code"));
 
   py::class_<ChatStream>(m, "ChatStream", "Streaming completion parser (deltas of reasoning / content / tools).")
       .def(py::init<const std::string&, bool>(), py::arg("thinking_mode"), py::arg("strict") = false)

@@ -1,9 +1,14 @@
 // C API: versions, errors, models and tokenizers (capi/dsv4.h). Each entry point validates its
 // pointers, then calls the C++ core inside capi::guard so that exceptions become statuses.
 // The only mutable state outside handles is the thread-local error text, which the API defines.
+#include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "capi_internal.hpp"
 
@@ -21,14 +26,16 @@ static_assert(DSV4_ERR_CONTEXT_OVERFLOW == static_cast<int>(Status::context_over
 static_assert(DSV4_ERR_BACKEND == static_cast<int>(Status::backend));
 static_assert(DSV4_ERR_CANCELLED == static_cast<int>(Status::cancelled));
 static_assert(DSV4_ERR_INTERNAL == static_cast<int>(Status::internal));
-template <typename S>
-constexpr bool buffer_code_in_sync() {
-  if constexpr (requires { S::buffer_too_small; })
-    return static_cast<int>(S::buffer_too_small) == DSV4_ERR_BUFFER_TOO_SMALL;
-  else
-    return true;  // the C++ core never produces it; only the C API's buffer convention does
-}
-static_assert(buffer_code_in_sync<Status>());
+static_assert(DSV4_ERR_BUFFER_TOO_SMALL == static_cast<int>(Status::buffer_too_small));
+static_assert(DSV4_ERR_BUSY == static_cast<int>(Status::busy));
+
+// Layout of the structs that grew by carving fields out of `reserved` (ABI rule of dsv4.h): the
+// size and the offset of what follows must be those of release 0.1 (LP64).
+#if defined(__LP64__)
+static_assert(sizeof(dsv4_model_params) == 104 && offsetof(dsv4_model_params, state_budget_bytes) == 40 &&
+              offsetof(dsv4_model_params, reserved) == 80);
+static_assert(sizeof(dsv4_generate_params) == 176 && offsetof(dsv4_generate_params, stop_token_ids) == 112);
+#endif
 
 #if defined(DSV4_PROJECT_VERSION_MAJOR)
 static_assert(DSV4_VERSION_MAJOR == DSV4_PROJECT_VERSION_MAJOR && DSV4_VERSION_MINOR == DSV4_PROJECT_VERSION_MINOR &&
@@ -38,6 +45,30 @@ static_assert(DSV4_VERSION_MAJOR == DSV4_PROJECT_VERSION_MAJOR && DSV4_VERSION_M
 
 // dsv4_last_error() text; thread-local by contract so that threads never see each other's errors.
 thread_local std::string t_last_error;
+
+// "key=value,key=value" → pairs (blanks around keys and values trimmed; empty entries skipped).
+std::vector<std::pair<std::string, std::string>> parse_backend_params(const char* text) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!text) return out;
+  const std::string_view all(text);
+  auto trim = [](std::string_view v) {
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    return v;
+  };
+  size_t at = 0;
+  while (at <= all.size()) {
+    const size_t end = std::min(all.find(',', at), all.size());
+    const std::string_view item = trim(all.substr(at, end - at));
+    at = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    if (eq == std::string_view::npos || trim(item.substr(0, eq)).empty())
+      fail(Status::invalid_argument, "dsv4_model_params.backend_params: '{}' is not key=value", item);
+    out.emplace_back(std::string(trim(item.substr(0, eq))), std::string(trim(item.substr(eq + 1))));
+  }
+  return out;
+}
 
 LogLevel to_log_level(int32_t level) {
   switch (level) {
@@ -104,6 +135,7 @@ const char* dsv4_status_name(dsv4_status status) {
     case DSV4_ERR_CANCELLED: return "cancelled";
     case DSV4_ERR_INTERNAL: return "internal";
     case DSV4_ERR_BUFFER_TOO_SMALL: return "buffer_too_small";
+    case DSV4_ERR_BUSY: return "busy";
   }
   return "unknown";
 }
@@ -115,11 +147,16 @@ dsv4_model_params dsv4_model_default_params(void) {
   dsv4_model_params p{};
   p.backend = "cpu";
   p.experts_per_token = d.experts_per_token;
-  p.n_threads = d.threads;
+  p.n_threads = 0;  // the cpu backend's default: hardware concurrency
   p.device_ids = nullptr;
   p.n_device_ids = 0;
   p.load_tokenizer = d.load_tokenizer;
   p.log_level = DSV4_LOG_FROM_ENV;
+  p.state_budget_bytes = d.state_budget_bytes;
+  p.max_sequences = d.max_sequences;
+  p.max_context = d.max_context;
+  p.rollback_tokens = d.rollback_tokens;
+  p.backend_params = nullptr;
   return p;
 }
 
@@ -136,12 +173,32 @@ dsv4_status dsv4_model_load(const char* path, const dsv4_model_params* params, d
       fail(Status::invalid_argument, "dsv4_model_params.experts_per_token {} is negative", p.experts_per_token);
     if (p.n_device_ids && !p.device_ids)
       fail(Status::invalid_argument, "dsv4_model_params.device_ids is NULL but n_device_ids is {}", p.n_device_ids);
+    if (p.pad_) fail(Status::invalid_argument, "dsv4_model_params.pad_ must be zero (use dsv4_model_default_params)");
+    if (p.max_sequences < 0)
+      fail(Status::invalid_argument, "dsv4_model_params.max_sequences {} is negative", p.max_sequences);
+    if (p.max_context < 0)
+      fail(Status::invalid_argument, "dsv4_model_params.max_context {} is negative", p.max_context);
+    if (p.rollback_tokens < 0)
+      fail(Status::invalid_argument, "dsv4_model_params.rollback_tokens {} is negative", p.rollback_tokens);
     LoadOptions opt;
     opt.backend = p.backend ? p.backend : "cpu";
     opt.experts_per_token = p.experts_per_token;
-    opt.threads = p.n_threads;
     opt.device_ids.assign(p.device_ids, p.device_ids + p.n_device_ids);
     opt.load_tokenizer = p.load_tokenizer;
+    opt.state_budget_bytes = static_cast<size_t>(p.state_budget_bytes);
+    opt.max_sequences = p.max_sequences;
+    opt.max_context = p.max_context;
+    opt.rollback_tokens = p.rollback_tokens;
+    opt.backend_params = capi::parse_backend_params(p.backend_params);
+    // n_threads is the cpu backend's "threads" setting; the other backends have no such setting.
+    if (p.n_threads != 0 && opt.backend == "cpu") {
+      for (const auto& [k, v] : opt.backend_params)
+        if (k == "threads")
+          fail(Status::invalid_argument,
+               "dsv4_model_params: n_threads {} and backend_params threads={} both set the thread count", p.n_threads,
+               v);
+      opt.backend_params.emplace_back("threads", std::to_string(p.n_threads));
+    }
     auto m = std::make_unique<dsv4_model>();
     m->log = Logger(capi::to_log_level(p.log_level));
     m->model = Model::load(path, opt, m->log);

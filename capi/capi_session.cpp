@@ -3,7 +3,9 @@
 // failed call changes nothing. Usage counters are kept here, per session, for dsv4_session_get_stats.
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "capi_internal.hpp"
@@ -56,11 +58,7 @@ SamplerParams to_sampler_params(const dsv4_sampler_params& c) {
   p.frequency_penalty = c.frequency_penalty;
   p.presence_penalty = c.presence_penalty;
   p.seed = c.seed;
-  // The core validates parameters when it samples; a trial on a dummy row surfaces a bad value now,
-  // before a session has been touched.
-  Sampler trial(p);
-  const float row[2] = {0.0f, 1.0f};
-  trial.sample(row, {});
+  Sampler check(p);  // validates every field now (naming it), before a session has been touched
   return p;
 }
 
@@ -91,7 +89,12 @@ dsv4_status dsv4_session_append(dsv4_session* session, const int32_t* tokens, si
                                 dsv4_logits_mode mode) {
   return guard([&] {
     require(session, "session");
-    const LogitsMode m = capi::to_mode(mode);
+    // A C caller may pass any int; reading it as the enum would be undefined behaviour when it is
+    // not one of the values, so its bytes are read as an integer.
+    std::underlying_type_t<dsv4_logits_mode> raw;
+    static_assert(sizeof raw == sizeof mode);
+    std::memcpy(&raw, &mode, sizeof raw);
+    const LogitsMode m = capi::to_mode(static_cast<int>(raw));
     capi::check_tokens(session, tokens, n_tokens);
     const auto t0 = std::chrono::steady_clock::now();
     session->s->append(std::span<const int32_t>(tokens, n_tokens), m);
@@ -139,7 +142,7 @@ dsv4_status dsv4_session_get_tokens(const dsv4_session* session, int32_t* buf, s
   return guard([&] {
     require(session, "session");
     require(n_needed, "n_needed");
-    const std::vector<int32_t>& t = session->s->tokens();
+    const std::vector<int32_t> t = session->s->tokens();
     capi::copy_out(t.data(), t.size(), sizeof(int32_t), false, buf, cap, n_needed, "dsv4_session_get_tokens");
   });
 }
@@ -159,6 +162,16 @@ dsv4_status dsv4_session_reset(dsv4_session* session) {
   return guard([&] {
     require(session, "session");
     session->s->reset();
+  });
+}
+
+dsv4_status dsv4_session_truncate(dsv4_session* session, int64_t position) {
+  return guard([&] {
+    require(session, "session");
+    const int64_t pos = session->s->position();
+    if (position < 0 || position > pos)
+      fail(Status::invalid_argument, "dsv4_session_truncate: position {} is outside [0, {}]", position, pos);
+    session->s->truncate(position);  // Error(invalid_argument) naming the rollback bound; then unchanged
   });
 }
 
@@ -237,6 +250,8 @@ dsv4_generate_params dsv4_generate_default_params(void) {
   p.stop_strings = nullptr;
   p.n_stop_strings = 0;
   p.prefill_chunk = d.prefill_chunk;
+  p.stop_token_ids = nullptr;
+  p.n_stop_token_ids = 0;
   return p;
 }
 
@@ -251,6 +266,7 @@ dsv4_status dsv4_session_generate(dsv4_session* session, const int32_t* prompt, 
     if (c.max_new_tokens < 0) fail(Status::invalid_argument, "max_new_tokens {} is negative", c.max_new_tokens);
     if (c.prefill_chunk < 0) fail(Status::invalid_argument, "prefill_chunk {} is negative", c.prefill_chunk);
     if (c.n_stop_strings) require(c.stop_strings, "stop_strings");
+    if (c.n_stop_token_ids) require(c.stop_token_ids, "stop_token_ids");
     GenerateParams g;
     g.max_new_tokens = c.max_new_tokens;
     g.sampler = capi::to_sampler_params(c.sampler);
@@ -263,6 +279,15 @@ dsv4_status dsv4_session_generate(dsv4_session* session, const int32_t* prompt, 
       g.stop_strings.emplace_back(c.stop_strings[i]);
     }
     g.prefill_chunk = c.prefill_chunk;
+    const int vocab = session->model->model->config().vocab_size;
+    for (size_t i = 0; i < c.n_stop_token_ids; ++i) {
+      if (c.stop_token_ids[i] < 0 || c.stop_token_ids[i] >= vocab)
+        fail(Status::invalid_argument, "stop_token_ids[{}] = {} is outside the vocabulary [0, {})", i,
+             c.stop_token_ids[i], vocab);
+      g.stop_token_ids.push_back(c.stop_token_ids[i]);
+    }
+    if (!g.stop_strings.empty() && !session->model->tokenizer.tok)
+      fail(Status::invalid_argument, "stop strings need the model's tokenizer (its folder has no tokenizer.json)");
     capi::check_tokens(session, prompt, n_prompt);
 
     TokenCallback on_token;
@@ -295,8 +320,15 @@ const char* dsv4_stop_reason_name(int32_t reason) {
     case DSV4_STOP_MAX_TOKENS: return "max_tokens";
     case DSV4_STOP_CONTEXT_FULL: return "context_full";
     case DSV4_STOP_CANCELLED: return "cancelled";
+    case DSV4_STOP_TOKEN: return "stop_token";
+    case DSV4_STOP_ERROR: return "error";
   }
   return "unknown";
+}
+
+const char* dsv4_finish_reason_name(int32_t reason) {
+  if (reason < DSV4_STOP_EOS || reason > DSV4_STOP_ERROR) return "unknown";
+  return finish_reason_name(static_cast<StopReason>(reason));
 }
 
 }  // extern "C"
@@ -307,3 +339,5 @@ static_assert(DSV4_STOP_STRING == static_cast<int>(StopReason::stop_string));
 static_assert(DSV4_STOP_MAX_TOKENS == static_cast<int>(StopReason::max_tokens));
 static_assert(DSV4_STOP_CONTEXT_FULL == static_cast<int>(StopReason::context_full));
 static_assert(DSV4_STOP_CANCELLED == static_cast<int>(StopReason::cancelled));
+static_assert(DSV4_STOP_TOKEN == static_cast<int>(StopReason::stop_token));
+static_assert(DSV4_STOP_ERROR == static_cast<int>(StopReason::error));

@@ -14,6 +14,7 @@ struct ModelDeleter { void operator()(dsv4_model* p) const noexcept { dsv4_model
 struct TokenizerDeleter { void operator()(dsv4_tokenizer* p) const noexcept { dsv4_tokenizer_free(p); } };
 struct SessionDeleter { void operator()(dsv4_session* p) const noexcept { dsv4_session_free(p); } };
 struct SamplerDeleter { void operator()(dsv4_sampler* p) const noexcept { dsv4_sampler_free(p); } };
+struct EngineDeleter { void operator()(dsv4_engine* p) const noexcept { dsv4_engine_free(p); } };
 struct StreamDecoderDeleter {
   void operator()(dsv4_stream_decoder* p) const noexcept { dsv4_stream_decoder_free(p); }
 };
@@ -23,6 +24,7 @@ using TokenizerPtr = std::unique_ptr<dsv4_tokenizer, TokenizerDeleter>;
 using SessionPtr = std::unique_ptr<dsv4_session, SessionDeleter>;
 using SamplerPtr = std::unique_ptr<dsv4_sampler, SamplerDeleter>;
 using StreamDecoderPtr = std::unique_ptr<dsv4_stream_decoder, StreamDecoderDeleter>;
+using EnginePtr = std::unique_ptr<dsv4_engine, EngineDeleter>;  // free it before its ModelPtr
 
 // A failed C API call: the status and the dsv4_last_error() text of that call.
 class Error : public std::runtime_error {

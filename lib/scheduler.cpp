@@ -113,6 +113,8 @@ RequestId Scheduler::submit(Request in) {
       fail(Status::invalid_argument, "request: prompt token {} at index {} is outside the vocabulary [0, {})",
            in.prompt[static_cast<size_t>(i)], i, V);
   if (p.n < 1 || p.n > opt_.max_n) fail(Status::invalid_argument, "request: n {} must be in [1, {}]", p.n, opt_.max_n);
+  // As vLLM: a request generates at least one token (0 would still sample one at the prompt's end).
+  if (p.stop.max_tokens < 1) fail(Status::invalid_argument, "request: max_tokens {} must be ≥ 1", p.stop.max_tokens);
   if (L > max_len_ || (L == max_len_ && p.stop.max_tokens > 0))
     fail(Status::context_overflow,
          "request: the prompt has {} tokens; max_model_len {} leaves room for {} generated tokens", L, max_len_,

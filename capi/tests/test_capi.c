@@ -1,7 +1,10 @@
 /* C API test, compiled as C99 with -Wall -Wextra -Werror -pedantic: drives every function of
  * capi/dsv4.h on a generated tiny model with the real tokenizer (argv[1]) and, when present, the
  * reference fixture tiny-a (argv[2], vocab 1024, no tokenizer), including the error paths and the
- * state each failure must leave behind. Exit 0 = pass, 1 = failures, 77 = skipped (no model). */
+ * state each failure must leave behind. The batch engine is checked against plain sessions (same
+ * tokens), with streaming callbacks, cancellation from the callback and from another thread, a full
+ * queue, n samples, logprobs, and recompute preemption under a small state budget.
+ * Exit 0 = pass, 1 = failures, 77 = skipped (no model). */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <pthread.h>
@@ -9,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "dsv4.h"
 
@@ -109,8 +113,20 @@ static void test_basics(void) {
   CHECK(strcmp(dsv4_status_name(DSV4_ERR_CONTEXT_OVERFLOW), "context_overflow") == 0);
   CHECK(strcmp(dsv4_status_name(DSV4_ERR_BUFFER_TOO_SMALL), "buffer_too_small") == 0);
   CHECK(strcmp(dsv4_status_name((dsv4_status)1234), "unknown") == 0);
+  CHECK(strcmp(dsv4_status_name(DSV4_ERR_BUSY), "busy") == 0);
   CHECK(strcmp(dsv4_stop_reason_name(DSV4_STOP_EOS), "eos") == 0);
+  CHECK(strcmp(dsv4_stop_reason_name(DSV4_STOP_TOKEN), "stop_token") == 0);
+  CHECK(strcmp(dsv4_stop_reason_name(DSV4_STOP_ERROR), "error") == 0);
   CHECK(strcmp(dsv4_stop_reason_name(99), "unknown") == 0);
+  CHECK(strcmp(dsv4_stop_reason_name(-1), "unknown") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_EOS), "stop") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_STRING), "stop") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_TOKEN), "stop") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_MAX_TOKENS), "length") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_CONTEXT_FULL), "length") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_CANCELLED), "abort") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(DSV4_STOP_ERROR), "error") == 0);
+  CHECK(strcmp(dsv4_finish_reason_name(7), "unknown") == 0);
 
   /* Freeing NULL is allowed everywhere. */
   dsv4_model_free(NULL);
@@ -119,6 +135,7 @@ static void test_basics(void) {
   dsv4_session_free(NULL);
   dsv4_sampler_free(NULL);
   dsv4_chat_stream_free(NULL);
+  dsv4_engine_free(NULL);
 
   /* Bad paths: NULL, missing folder, a folder without a model. */
   CHECK_FAILS(dsv4_model_load(NULL, NULL, &m), DSV4_ERR_INVALID_ARGUMENT);
@@ -153,12 +170,49 @@ static void test_load_errors(const char* dir) {
   CHECK(p.backend != NULL && strcmp(p.backend, "cpu") == 0);
   CHECK(p.load_tokenizer);
   CHECK(p.log_level == DSV4_LOG_FROM_ENV);
+  CHECK(p.n_threads == 0 && p.state_budget_bytes == 0 && p.max_sequences == 0 && p.max_context == 0);
+  CHECK(p.rollback_tokens == 16 && p.backend_params == NULL);
   p.n_threads = -1;
   CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
   CHECK(m == NULL);
   p = dsv4_model_default_params();
-  p.reserved[3] = 1;
+  p.reserved[2] = 1;
   CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  p = dsv4_model_default_params();
+  p.pad_ = 1;
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  p = dsv4_model_default_params();
+  p.max_sequences = -1;
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  p = dsv4_model_default_params();
+  p.rollback_tokens = -1;
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  /* backend settings: unknown keys name the known ones; n_threads and threads= conflict */
+  p = dsv4_model_default_params();
+  p.backend_params = "threads=2, no_such_setting=1";
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(dsv4_last_error(), "no_such_setting") != NULL && strstr(dsv4_last_error(), "indexer_ties") != NULL);
+  CHECK(m == NULL);
+  p.backend_params = "threads";
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  p.backend_params = "threads=2";
+  p.n_threads = 3;
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  p = dsv4_model_default_params();
+  p.backend = "null"; /* accepts no settings at all ... */
+  p.backend_params = "threads=2";
+  CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  p.backend_params = NULL; /* ... and n_threads is the cpu backend's: ignored there */
+  p.n_threads = 2;
+  p.log_level = DSV4_LOG_ERROR;
+  REQUIRE_OK(dsv4_model_load(dir, &p, &m));
+  {
+    dsv4_model_info info;
+    REQUIRE_OK(dsv4_model_get_info(m, &info));
+    CHECK(strcmp(info.backend, "null") == 0);
+  }
+  dsv4_model_free(m);
+  m = NULL;
   p = dsv4_model_default_params();
   p.log_level = 42;
   CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
@@ -619,6 +673,46 @@ static void test_sessions(const dsv4_model* model, int32_t vocab) {
     dsv4_sampler_free(s2);
   }
 
+  /* truncate: back to an earlier position continues as if the session never went further */
+  {
+    const int32_t more[3] = {123, 7, 9};
+    int32_t many[20];
+    float* ref = (float*)malloc((size_t)nv * sizeof(float));
+    dsv4_session* d = NULL;
+    int i;
+    for (i = 0; i < 20; ++i) many[i] = 200 + i;
+    REQUIRE_OK(dsv4_session_create(model, 64, &d));
+    REQUIRE_OK(dsv4_session_append(d, prompt, 8, DSV4_LOGITS_NONE));
+    REQUIRE_OK(dsv4_session_append(d, more, 1, DSV4_LOGITS_LAST));
+    REQUIRE_OK(dsv4_session_get_logits(d, &lb, &rows, &nv));
+    memcpy(ref, lb, (size_t)nv * sizeof(float));
+    dsv4_session_free(d);
+
+    REQUIRE_OK(dsv4_session_append(a, more, 3, DSV4_LOGITS_LAST)); /* a holds the prompt: 8 → 11 */
+    REQUIRE_OK(dsv4_session_truncate(a, 8));
+    REQUIRE_OK(dsv4_session_get_logits(a, &la, &rows, &nv));
+    CHECK(rows == 0 && la == NULL);
+    REQUIRE_OK(dsv4_session_get_tokens(a, toks, 16, &n));
+    CHECK(n == 8 && memcmp(toks, prompt, sizeof prompt) == 0);
+    REQUIRE_OK(dsv4_session_append(a, more, 1, DSV4_LOGITS_LAST));
+    REQUIRE_OK(dsv4_session_get_logits(a, &la, &rows, &nv));
+    CHECK(rows == 1 && max_abs_diff(la, ref, (size_t)nv) <= 1e-4f);
+
+    CHECK_FAILS(dsv4_session_truncate(a, 10), DSV4_ERR_INVALID_ARGUMENT); /* beyond the position */
+    CHECK_FAILS(dsv4_session_truncate(a, -1), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(dsv4_session_truncate(NULL, 0), DSV4_ERR_INVALID_ARGUMENT);
+    REQUIRE_OK(dsv4_session_append(a, many, 20, DSV4_LOGITS_NONE)); /* 9 → 29 */
+    CHECK_FAILS(dsv4_session_truncate(a, 9), DSV4_ERR_INVALID_ARGUMENT); /* 20 back > rollback_tokens 16 */
+    CHECK(strstr(dsv4_last_error(), "16") != NULL);
+    REQUIRE_OK(dsv4_session_get_stats(a, &st));
+    CHECK(st.position == 29);
+    REQUIRE_OK(dsv4_session_truncate(a, 29 - 16)); /* exactly the bound */
+    REQUIRE_OK(dsv4_session_truncate(a, 0));       /* 0 always works (= reset) */
+    REQUIRE_OK(dsv4_session_get_stats(a, &st));
+    CHECK(st.position == 0);
+    free(ref);
+  }
+
   free(full);
   dsv4_session_free(a);
   dsv4_session_free(b);
@@ -632,12 +726,12 @@ typedef struct {
   int cancel_after; /* 0 = never */
   char text[4096];
   size_t len;
-  int32_t first_tokens[8];
+  int32_t first_tokens[256];
 } gen_t;
 
 static int on_token(int32_t token, const char* piece, size_t len, void* user) {
   gen_t* g = (gen_t*)user;
-  if (g->n_tokens < 8) g->first_tokens[g->n_tokens] = token;
+  if (g->n_tokens < 256) g->first_tokens[g->n_tokens] = token;
   g->n_tokens++;
   if (g->len + len < sizeof g->text) {
     memcpy(g->text + g->len, piece, len);
@@ -673,10 +767,18 @@ static void test_generate(const dsv4_model* model, const dsv4_tokenizer* tok) {
   CHECK(r.n_prompt_tokens == (int64_t)n_prompt);
   CHECK(r.prefill_seconds > 0.0 && r.decode_seconds >= 0.0);
   /* The streamed pieces are the text of the generated tokens. */
+  /* The session holds the prompt and every generated token, and no logits (sampling ran inside the
+   * backend). */
   REQUIRE_OK(dsv4_session_get_tokens(s, all, 128, &n));
-  CHECK(n >= n_prompt + 5 && n <= n_prompt + 6);
+  CHECK(n == n_prompt + 6);
   CHECK(memcmp(all, prompt, n_prompt * sizeof(int32_t)) == 0);
-  CHECK(memcmp(all + n_prompt, g.first_tokens, (n - n_prompt) * sizeof(int32_t)) == 0);
+  CHECK(memcmp(all + n_prompt, g.first_tokens, 6 * sizeof(int32_t)) == 0);
+  {
+    const float* l = NULL;
+    int64_t rows = -1, nv = 0;
+    REQUIRE_OK(dsv4_session_get_logits(s, &l, &rows, &nv));
+    CHECK(rows == 0 && l == NULL);
+  }
   REQUIRE_OK(dsv4_tokenizer_decode(tok, g.first_tokens, 6, false, decoded, sizeof decoded, &n));
   CHECK(strcmp(decoded, g.text) == 0);
   REQUIRE_OK(dsv4_session_get_stats(s, &st));
@@ -696,6 +798,32 @@ static void test_generate(const dsv4_model* model, const dsv4_tokenizer* tok) {
   REQUIRE_OK(dsv4_session_generate(s2, prompt, n_prompt, &gp, on_token, &g2, &r));
   CHECK(r.stop_reason == DSV4_STOP_CANCELLED);
   CHECK(g2.n_tokens == 2 && r.n_generated_tokens == 2);
+  REQUIRE_OK(dsv4_session_get_tokens(s2, all, 128, &n));
+  CHECK(n == n_prompt + 2); /* the last token before the cancel is in the session too */
+
+  /* A stop token id: generation ends right after it (kept), reason DSV4_STOP_TOKEN. */
+  {
+    const int32_t stop_id = g.first_tokens[2];
+    int k = 0;
+    while (g.first_tokens[k] != stop_id) ++k; /* its first occurrence */
+    gp.max_new_tokens = 6;
+    gp.stop_token_ids = &stop_id;
+    gp.n_stop_token_ids = 1;
+    REQUIRE_OK(dsv4_session_reset(s2));
+    memset(&g2, 0, sizeof g2);
+    REQUIRE_OK(dsv4_session_generate(s2, prompt, n_prompt, &gp, on_token, &g2, &r));
+    CHECK(r.stop_reason == DSV4_STOP_TOKEN);
+    CHECK(g2.n_tokens == k + 1 && g2.first_tokens[k] == stop_id);
+    {
+      const int32_t bad = 129280;
+      gp.stop_token_ids = &bad;
+      CHECK_FAILS(dsv4_session_generate(s2, prompt, n_prompt, &gp, NULL, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
+      gp.stop_token_ids = NULL;
+      CHECK_FAILS(dsv4_session_generate(s2, prompt, n_prompt, &gp, NULL, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    }
+    gp.n_stop_token_ids = 0;
+    gp.max_new_tokens = 50;
+  }
 
   /* A stop string taken from the greedy text itself stops there and is not streamed. */
   if (g.len > 2 && strlen(g.text) == g.len) {
@@ -740,9 +868,9 @@ static void test_generate(const dsv4_model* model, const dsv4_tokenizer* tok) {
     gp.n_stop_strings = 1;
     CHECK_FAILS(dsv4_session_generate(s, prompt, n_prompt, &gp, NULL, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
     gp.n_stop_strings = 0;
-    gp.reserved[7] = 1;
+    gp.reserved[5] = 1;
     CHECK_FAILS(dsv4_session_generate(s, prompt, n_prompt, &gp, NULL, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
-    gp.reserved[7] = 0;
+    gp.reserved[5] = 0;
     REQUIRE_OK(dsv4_session_get_stats(s, &st));
     CHECK(st.position == pos && st.n_generate_calls == 1);
   }
@@ -756,6 +884,600 @@ static void test_generate(const dsv4_model* model, const dsv4_tokenizer* tok) {
 
   dsv4_session_free(s);
   dsv4_session_free(s2);
+}
+
+/* ---- engine: continuous batching ---------------------------------------------------------------- */
+
+#define MAX_SAMPLES 4
+#define MAX_STREAMED 64
+
+typedef struct {
+  dsv4_engine* engine;
+  int n_events[MAX_SAMPLES];
+  int n_finish[MAX_SAMPLES];
+  int32_t finish_reason[MAX_SAMPLES];
+  char text[MAX_SAMPLES][2048];
+  size_t len[MAX_SAMPLES];
+  int32_t tokens[MAX_SAMPLES][MAX_STREAMED];
+  float logprobs[MAX_SAMPLES][MAX_STREAMED];
+  int n_tokens[MAX_SAMPLES];
+  int n_top_seen;   /* events whose n_top matched the request's logprobs */
+  int cancel_after; /* sample 0: cancel the request from the callback after this many tokens (0 = never) */
+  int bad;          /* events that broke the contract */
+  dsv4_status wait_in_callback;
+} stream_t;
+
+static void on_event(const dsv4_request_event* ev, void* user) {
+  stream_t* st = (stream_t*)user;
+  const int i = ev->index;
+  if (i < 0 || i >= MAX_SAMPLES) {
+    st->bad++;
+    return;
+  }
+  st->n_events[i]++;
+  if (st->n_finish[i]) st->bad++; /* nothing may follow the final event */
+  if (ev->token >= 0 && st->n_tokens[i] < MAX_STREAMED) {
+    st->logprobs[i][st->n_tokens[i]] = ev->logprob;
+    st->tokens[i][st->n_tokens[i]++] = ev->token;
+  }
+  if (ev->n_top > 0 && ev->top != NULL) st->n_top_seen++;
+  if (ev->piece_len && !ev->piece) st->bad++;
+  if (st->len[i] + ev->piece_len < sizeof st->text[i]) {
+    memcpy(st->text[i] + st->len[i], ev->piece, ev->piece_len);
+    st->len[i] += ev->piece_len;
+    st->text[i][st->len[i]] = '\0';
+  }
+  if (!ev->error || (ev->finish_reason != DSV4_STOP_ERROR && ev->error[0] != '\0')) st->bad++;
+  if (ev->finish_reason >= 0) {
+    st->n_finish[i]++;
+    st->finish_reason[i] = ev->finish_reason;
+    if (i == 0) st->wait_in_callback = dsv4_engine_wait(st->engine, ev->request_id, 0.0, NULL);
+  }
+  if (st->cancel_after && i == 0 && ev->token >= 0 && st->n_tokens[0] == st->cancel_after)
+    if (dsv4_engine_cancel(st->engine, ev->request_id) != DSV4_OK) st->bad++;
+}
+
+static size_t engine_tokens(dsv4_engine* e, uint64_t id, int32_t index, int32_t* buf, size_t cap, int32_t* reason) {
+  size_t n = 0;
+  REQUIRE_OK(dsv4_engine_get_output(e, id, index, buf, cap, &n, reason));
+  return n;
+}
+
+static void engine_text(dsv4_engine* e, uint64_t id, int32_t index, char* buf, size_t cap) {
+  size_t n = 0;
+  REQUIRE_OK(dsv4_engine_get_text(e, id, index, buf, cap, &n));
+}
+
+/* What dsv4_session_generate gives for `prompt` on a fresh session (ignoring EOS). */
+static void session_reference(const dsv4_model* m, const int32_t* prompt, size_t n_prompt, int max_new, float temp,
+                              uint64_t seed, gen_t* g) {
+  dsv4_generate_params gp = dsv4_generate_default_params();
+  dsv4_session* s = NULL;
+  gp.max_new_tokens = max_new;
+  gp.sampler.temperature = temp;
+  gp.sampler.seed = seed;
+  gp.stop_on_eos = false;
+  memset(g, 0, sizeof *g);
+  REQUIRE_OK(dsv4_session_create(m, 0, &s));
+  REQUIRE_OK(dsv4_session_generate(s, prompt, n_prompt, &gp, on_token, g, NULL));
+  dsv4_session_free(s);
+}
+
+static void wait_done(dsv4_engine* e, uint64_t id) {
+  bool fin = false;
+  REQUIRE_OK(dsv4_engine_wait(e, id, -1.0, &fin));
+  CHECK(fin);
+}
+
+typedef struct {
+  dsv4_engine* engine;
+  uint64_t id;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int go;          /* the main thread lets the canceller start */
+  int cancelled_at; /* tokens the request had when cancelled */
+  int ok;
+} canceller_t;
+
+static void* cancel_thread(void* arg) {
+  canceller_t* c = (canceller_t*)arg;
+  size_t n = 0;
+  int32_t reason = -1;
+  int spins = 0;
+  pthread_mutex_lock(&c->mu);
+  while (!c->go) pthread_cond_wait(&c->cv, &c->mu);
+  pthread_mutex_unlock(&c->mu);
+  /* Poll while it runs (the buffer convention with a NULL buffer: size only), then cancel. */
+  for (;;) {
+    const dsv4_status st = dsv4_engine_get_output(c->engine, c->id, 0, NULL, 0, &n, &reason);
+    if (st != DSV4_ERR_BUFFER_TOO_SMALL && st != DSV4_OK) return NULL;
+    if (n >= 3 || reason >= 0 || ++spins > 200000) break;
+    {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+    }
+  }
+  c->cancelled_at = (int)n;
+  c->ok = reason < 0 && dsv4_engine_cancel(c->engine, c->id) == DSV4_OK;
+  return NULL;
+}
+
+static void test_engine(const dsv4_model* model, const dsv4_tokenizer* tok) {
+  const char* texts[4] = {"Once upon a time", "The sea is", "Hello", BOS USER "Tell me a story." ASSISTANT "</think>"};
+  int32_t prompts[4][64];
+  size_t n_prompts[4];
+  gen_t ref[4];
+  dsv4_engine_params ep = dsv4_engine_default_params();
+  dsv4_request_params rp = dsv4_request_default_params();
+  dsv4_engine* e = NULL;
+  dsv4_engine_stats es;
+  dsv4_request_info ri;
+  uint64_t ids[8];
+  int32_t toks[256];
+  char text[4096];
+  int32_t reason = -7;
+  size_t n = 0;
+  int i, n_submitted = 0;
+  stream_t* st = (stream_t*)calloc(1, sizeof(stream_t));
+
+  for (i = 0; i < 4; ++i) {
+    REQUIRE_OK(dsv4_tokenizer_encode(tok, texts[i], strlen(texts[i]), false, prompts[i], 64, &n_prompts[i]));
+    session_reference(model, prompts[i], n_prompts[i], 6, 0.0f, 0, &ref[i]);
+    CHECK(ref[i].n_tokens == 6);
+  }
+
+  /* defaults */
+  CHECK(ep.max_num_seqs == 256 && ep.max_num_batched_tokens == 2048 && ep.max_model_len == 0);
+  CHECK(ep.max_waiting == 0 && ep.max_n == 16 && ep.preemption == DSV4_PREEMPT_RECOMPUTE);
+  CHECK(rp.max_tokens == 16 && rp.n == 1 && rp.logprobs == -1 && !rp.ignore_eos && rp.sampler.temperature == 1.0f);
+
+  /* create: bad arguments leave *out NULL */
+  e = (dsv4_engine*)&es;
+  CHECK_FAILS(dsv4_engine_create(NULL, NULL, &e), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK(e == NULL);
+  CHECK_FAILS(dsv4_engine_create(model, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  ep.max_num_seqs = 0;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  ep = dsv4_engine_default_params();
+  ep.max_num_batched_tokens = -5;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  ep = dsv4_engine_default_params();
+  ep.preemption = 5;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  ep = dsv4_engine_default_params();
+  ep.max_model_len = INT64_MAX;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  ep = dsv4_engine_default_params();
+  ep.max_n = 0;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  ep = dsv4_engine_default_params();
+  ep.max_waiting = -1;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  ep = dsv4_engine_default_params();
+  ep.reserved[7] = 1;
+  CHECK_FAILS(dsv4_engine_create(model, &ep, &e), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK(e == NULL);
+
+  ep = dsv4_engine_default_params();
+  ep.max_model_len = 64;
+  ep.max_num_seqs = 8;
+  REQUIRE_OK(dsv4_engine_create(model, &ep, &e));
+  st->engine = e;
+
+  /* Several greedy requests at once, one of them streamed: each equals dsv4_session_generate. */
+  rp.max_tokens = 6;
+  rp.ignore_eos = true;
+  rp.sampler.temperature = 0.0f;
+  for (i = 0; i < 4; ++i) {
+    ids[i] = 0;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[i], n_prompts[i], &rp, i == 1 ? on_event : NULL, st, &ids[i]));
+    CHECK(ids[i] > 0);
+    ++n_submitted;
+  }
+  CHECK(ids[0] != ids[1] && ids[1] != ids[2] && ids[2] != ids[3]);
+  for (i = 0; i < 4; ++i) {
+    wait_done(e, ids[i]);
+    reason = -7;
+    CHECK_STATUS(dsv4_engine_get_output(e, ids[i], 0, NULL, 0, &n, &reason), DSV4_ERR_BUFFER_TOO_SMALL);
+    CHECK(n == 6 && reason == DSV4_STOP_MAX_TOKENS);
+    CHECK(engine_tokens(e, ids[i], 0, toks, 256, &reason) == 6);
+    CHECK(memcmp(toks, ref[i].first_tokens, 6 * sizeof(int32_t)) == 0);
+    engine_text(e, ids[i], 0, text, sizeof text);
+    CHECK(strcmp(text, ref[i].text) == 0);
+    REQUIRE_OK(dsv4_engine_get_request_info(e, ids[i], &ri));
+    CHECK(ri.finished && ri.n == 1 && ri.n_finished == 1 && ri.n_prompt_tokens == (int64_t)n_prompts[i]);
+    CHECK(ri.queue_seconds >= 0.0 && ri.ttft_seconds > 0.0 && ri.e2e_seconds >= ri.ttft_seconds);
+    CHECK(ri.preemptions == 0);
+  }
+  /* The stream: pieces concatenate to the text, tokens in order, exactly one final event, and
+   * wait() from the callback is refused rather than deadlocking. */
+  CHECK(st->bad == 0);
+  CHECK(st->n_finish[0] == 1 && st->finish_reason[0] == DSV4_STOP_MAX_TOKENS);
+  CHECK(st->n_tokens[0] == 6 && memcmp(st->tokens[0], ref[1].first_tokens, 6 * sizeof(int32_t)) == 0);
+  CHECK(strcmp(st->text[0], ref[1].text) == 0);
+  CHECK(st->wait_in_callback == DSV4_ERR_INVALID_ARGUMENT);
+  /* release: the id is forgotten */
+  REQUIRE_OK(dsv4_engine_release(e, ids[2]));
+  CHECK_FAILS(dsv4_engine_release(e, ids[2]), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_get_output(e, ids[2], 0, toks, 256, &n, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_wait(e, ids[2], 0.0, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  /* output errors */
+  CHECK_FAILS(dsv4_engine_get_output(e, ids[0], 1, toks, 256, &n, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_get_output(e, ids[0], -1, toks, 256, &n, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_get_output(e, ids[0], 0, toks, 256, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_get_output(NULL, ids[0], 0, toks, 256, &n, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_get_text(e, 987654321, 0, text, sizeof text, &n), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_get_request_info(e, ids[0], NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_wait(e, ids[0], NAN, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK_FAILS(dsv4_engine_wait(NULL, ids[0], 1.0, NULL), DSV4_ERR_INVALID_ARGUMENT);
+  REQUIRE_OK(dsv4_engine_cancel(e, 987654321)); /* unknown ids are ignored */
+  REQUIRE_OK(dsv4_engine_cancel(e, ids[0]));    /* and finished ones */
+  text[0] = 'x';
+  REQUIRE_OK(dsv4_engine_get_error(e, ids[0], 0, text, sizeof text, &n));
+  CHECK(n == 0 && text[0] == '\0');
+  for (i = 0; i < 4; ++i)
+    if (i != 2) REQUIRE_OK(dsv4_engine_release(e, ids[i]));
+
+  /* n = 3 samples sharing one prefill: sample i draws with seed + i, as a session would. */
+  {
+    dsv4_request_params p3 = dsv4_request_default_params();
+    uint64_t id = 0;
+    gen_t g;
+    int k;
+    p3.n = 3;
+    p3.max_tokens = 5;
+    p3.ignore_eos = true;
+    p3.sampler.seed = 77;
+    p3.sampler.top_k = 40;
+    memset(st, 0, sizeof *st);
+    st->engine = e;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[0], n_prompts[0], &p3, on_event, st, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    REQUIRE_OK(dsv4_engine_get_request_info(e, id, &ri));
+    CHECK(ri.n == 3 && ri.n_finished == 3 && ri.finished);
+    CHECK(st->bad == 0);
+    for (k = 0; k < 3; ++k) {
+      dsv4_generate_params gp = dsv4_generate_default_params();
+      dsv4_session* s = NULL;
+      gp.max_new_tokens = 5;
+      gp.sampler.seed = 77 + (uint64_t)k;
+      gp.sampler.top_k = 40;
+      gp.stop_on_eos = false;
+      memset(&g, 0, sizeof g);
+      REQUIRE_OK(dsv4_session_create(model, 0, &s));
+      REQUIRE_OK(dsv4_session_generate(s, prompts[0], n_prompts[0], &gp, on_token, &g, NULL));
+      dsv4_session_free(s);
+      CHECK(engine_tokens(e, id, k, toks, 256, &reason) == 5 && reason == DSV4_STOP_MAX_TOKENS);
+      CHECK(memcmp(toks, g.first_tokens, 5 * sizeof(int32_t)) == 0);
+      CHECK(st->n_finish[k] == 1 && st->n_tokens[k] == 5);
+      CHECK(memcmp(st->tokens[k], toks, 5 * sizeof(int32_t)) == 0);
+    }
+    CHECK_FAILS(dsv4_engine_get_output(e, id, 3, toks, 256, &n, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+  }
+
+  /* logprobs: the sampled token first, then the top-k of the raw distribution (greedy = top 1). */
+  {
+    dsv4_request_params pl = rp;
+    dsv4_token_logprob lp[6 * 3];
+    uint64_t id = 0;
+    int t;
+    pl.logprobs = 2;
+    memset(st, 0, sizeof *st);
+    st->engine = e;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pl, on_event, st, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    CHECK(engine_tokens(e, id, 0, toks, 256, &reason) == 6);
+    CHECK(memcmp(toks, ref[0].first_tokens, 6 * sizeof(int32_t)) == 0);
+    CHECK_STATUS(dsv4_engine_get_logprobs(e, id, 0, NULL, 0, &n), DSV4_ERR_BUFFER_TOO_SMALL);
+    CHECK(n == 6 * 3);
+    REQUIRE_OK(dsv4_engine_get_logprobs(e, id, 0, lp, 6 * 3, &n));
+    for (t = 0; t < 6; ++t) {
+      CHECK(lp[t * 3].id == toks[t] && lp[t * 3].logprob <= 0.0f);
+      CHECK(lp[t * 3 + 1].id == toks[t] && lp[t * 3 + 1].logprob == lp[t * 3].logprob);
+      CHECK(lp[t * 3 + 2].id >= 0 && lp[t * 3 + 2].id != toks[t] && lp[t * 3 + 2].logprob <= lp[t * 3 + 1].logprob);
+      CHECK(st->logprobs[0][t] == lp[t * 3].logprob);
+    }
+    CHECK(st->n_top_seen == 6);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+    /* a request without logprobs has none */
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[0], n_prompts[0], &rp, NULL, NULL, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    REQUIRE_OK(dsv4_engine_get_logprobs(e, id, 0, lp, 6 * 3, &n));
+    CHECK(n == 0);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+  }
+
+  /* logit bias forces a token; a stop token id ends right after it. */
+  {
+    dsv4_request_params pb = rp;
+    const int32_t bias_id = 4242;
+    const float bias = 1000.0f;
+    const int32_t stop_id = ref[0].first_tokens[2];
+    uint64_t id = 0;
+    int k = 0;
+    pb.logit_bias_ids = &bias_id;
+    pb.logit_bias_values = &bias;
+    pb.n_logit_bias = 1;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pb, NULL, NULL, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    CHECK(engine_tokens(e, id, 0, toks, 256, &reason) == 6);
+    for (i = 0; i < 6; ++i) CHECK(toks[i] == bias_id);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+
+    pb = rp;
+    pb.stop_token_ids = &stop_id;
+    pb.n_stop_token_ids = 1;
+    while (ref[0].first_tokens[k] != stop_id) ++k;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pb, NULL, NULL, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    CHECK(engine_tokens(e, id, 0, toks, 256, &reason) == (size_t)(k + 1) && reason == DSV4_STOP_TOKEN);
+    CHECK(memcmp(toks, ref[0].first_tokens, (size_t)(k + 1) * sizeof(int32_t)) == 0);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+  }
+
+  /* A stop string taken from the greedy text stops there and is never streamed. */
+  if (ref[3].len > 2 && strlen(ref[3].text) == ref[3].len && (unsigned char)ref[3].text[ref[3].len / 2] < 0x80) {
+    dsv4_request_params ps = rp;
+    char stop[2];
+    const char* stops[1];
+    uint64_t id = 0;
+    stop[0] = ref[3].text[ref[3].len / 2];
+    stop[1] = '\0';
+    stops[0] = stop;
+    ps.stop_strings = stops;
+    ps.n_stop_strings = 1;
+    memset(st, 0, sizeof *st);
+    st->engine = e;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[3], n_prompts[3], &ps, on_event, st, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    engine_tokens(e, id, 0, toks, 256, &reason);
+    CHECK(reason == DSV4_STOP_STRING);
+    engine_text(e, id, 0, text, sizeof text);
+    CHECK(strchr(text, stop[0]) == NULL && strncmp(text, ref[3].text, strlen(text)) == 0);
+    CHECK(strcmp(st->text[0], text) == 0 && st->finish_reason[0] == DSV4_STOP_STRING);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+  }
+
+  /* Cancel from inside the callback: the next step ends it, with the tokens so far. */
+  {
+    dsv4_request_params pc = rp;
+    uint64_t id = 0;
+    pc.max_tokens = 40;
+    memset(st, 0, sizeof *st);
+    st->engine = e;
+    st->cancel_after = 2;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[2], n_prompts[2], &pc, on_event, st, &id));
+    ++n_submitted;
+    wait_done(e, id);
+    CHECK(engine_tokens(e, id, 0, toks, 256, &reason) == 2 && reason == DSV4_STOP_CANCELLED);
+    CHECK(st->bad == 0 && st->n_finish[0] == 1 && st->finish_reason[0] == DSV4_STOP_CANCELLED);
+    CHECK(st->n_tokens[0] == 2);
+    REQUIRE_OK(dsv4_engine_release(e, id));
+  }
+
+  /* Refusals: nothing queued, *request_id = 0, the field named. */
+  {
+    dsv4_request_params pe;
+    uint64_t id = 77;
+    int32_t big[65];
+    const int32_t bad_ids[2] = {5, 129280};
+    const char* empty_stop[1] = {""};
+    const int32_t bias_id = 129280;
+    const float bias_nan = NAN;
+    const int32_t bias_ok = 3;
+    for (i = 0; i < 65; ++i) big[i] = 100 + i;
+    CHECK_FAILS(dsv4_engine_submit(NULL, prompts[0], n_prompts[0], &rp, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(id == 0);
+    CHECK_FAILS(dsv4_engine_submit(e, NULL, 3, &rp, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], 0, &rp, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &rp, NULL, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(dsv4_engine_submit(e, bad_ids, 2, &rp, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsv4_last_error(), "129280") != NULL);
+    CHECK_FAILS(dsv4_engine_submit(e, big, 65, &rp, NULL, NULL, &id), DSV4_ERR_CONTEXT_OVERFLOW);
+    CHECK_FAILS(dsv4_engine_submit(e, big, 64, &rp, NULL, NULL, &id), DSV4_ERR_CONTEXT_OVERFLOW); /* no room left */
+    CHECK(id == 0);
+    pe = rp;
+    pe.n = 0;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe.n = 17; /* > max_n */
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.logprobs = 21;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe.logprobs = -2;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.max_tokens = -1;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe.max_tokens = 0; /* as vLLM: a request generates at least one token */
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.sampler.temperature = -1.0f;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(dsv4_last_error(), "temperature") != NULL);
+    pe = rp;
+    pe.sampler.top_p = 0.0f;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.reserved[3] = 1;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.n_stop_strings = 1;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe.stop_strings = empty_stop;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.n_stop_token_ids = 2;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe = rp;
+    pe.n_logit_bias = 1;
+    pe.logit_bias_ids = &bias_id;
+    pe.logit_bias_values = &bias_nan;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe.logit_bias_ids = &bias_ok;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    pe.logit_bias_values = NULL;
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pe, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK(id == 0);
+    CHECK_FAILS(dsv4_engine_get_stats(e, NULL), DSV4_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(dsv4_engine_get_stats(NULL, &es), DSV4_ERR_INVALID_ARGUMENT);
+  }
+
+  /* Everything finished and released: nothing runs or waits, the state memory is back to 0. */
+  REQUIRE_OK(dsv4_engine_get_stats(e, &es));
+  CHECK(es.running == 0 && es.waiting == 0);
+  CHECK(es.state_used_bytes == 0 && es.state_budget_bytes == 0);
+  CHECK(es.finished_requests == n_submitted && es.cancelled_requests == 1 && es.failed_requests == 0);
+  CHECK(es.generated_tokens >= 4 * 6 && es.prompt_tokens > 0 && es.steps > 0 && es.preemptions == 0);
+  dsv4_engine_free(e);
+
+  /* One sequence at a time, a queue of one: a long request runs, a second waits, a third is
+   * refused with DSV4_ERR_BUSY; another thread cancels the long one while it runs; freeing the
+   * engine cancels what is still unfinished (the callback gets that final event). */
+  {
+    canceller_t c;
+    pthread_t th;
+    dsv4_request_params pl = rp;
+    dsv4_request_params ps = rp;
+    uint64_t a = 0, b = 0, x = 99, d = 0;
+    int spins = 0;
+    ep = dsv4_engine_default_params();
+    ep.max_num_seqs = 1;
+    ep.max_waiting = 1;
+    REQUIRE_OK(dsv4_engine_create(model, &ep, &e));
+    pl.max_tokens = 100000;
+    ps.max_tokens = 3;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[0], n_prompts[0], &pl, NULL, NULL, &a));
+    do { /* until the long one runs */
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+      REQUIRE_OK(dsv4_engine_get_stats(e, &es));
+    } while (es.running == 0 && ++spins < 100000);
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[1], n_prompts[1], &ps, NULL, NULL, &b));
+    CHECK_FAILS(dsv4_engine_submit(e, prompts[2], n_prompts[2], &ps, NULL, NULL, &x), DSV4_ERR_BUSY);
+    CHECK(x == 0);
+    REQUIRE_OK(dsv4_engine_get_stats(e, &es));
+    CHECK(es.running == 1 && es.waiting == 1);
+    CHECK_FAILS(dsv4_engine_release(e, a), DSV4_ERR_INVALID_ARGUMENT); /* still running */
+    memset(&c, 0, sizeof c);
+    c.engine = e;
+    c.id = a;
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    CHECK(pthread_create(&th, NULL, cancel_thread, &c) == 0);
+    pthread_mutex_lock(&c.mu);
+    c.go = 1;
+    pthread_cond_signal(&c.cv);
+    pthread_mutex_unlock(&c.mu);
+    wait_done(e, a);
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK(c.ok && c.cancelled_at >= 3);
+    CHECK_STATUS(dsv4_engine_get_output(e, a, 0, NULL, 0, &n, &reason), DSV4_ERR_BUFFER_TOO_SMALL);
+    CHECK(n >= 3 && n < 100000 && reason == DSV4_STOP_CANCELLED);
+    wait_done(e, b); /* admitted once the long one was cancelled */
+    CHECK(engine_tokens(e, b, 0, toks, 256, &reason) == 3 && reason == DSV4_STOP_MAX_TOKENS);
+    CHECK(memcmp(toks, ref[1].first_tokens, 3 * sizeof(int32_t)) == 0);
+    REQUIRE_OK(dsv4_engine_get_stats(e, &es));
+    CHECK(es.cancelled_requests == 1 && es.finished_requests == 2);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+
+    memset(st, 0, sizeof *st);
+    st->engine = e;
+    REQUIRE_OK(dsv4_engine_submit(e, prompts[3], n_prompts[3], &pl, on_event, st, &d));
+    dsv4_engine_free(e);
+    CHECK(st->n_finish[0] == 1 && st->finish_reason[0] == DSV4_STOP_CANCELLED && st->bad == 0);
+  }
+  free(st);
+}
+
+/* The state memory one sequence takes: its fixed part, and one page (128 tokens), measured through
+ * the engine's view of the model's pool. */
+static void measure_state(const dsv4_model* model, uint64_t* fixed, uint64_t* page) {
+  dsv4_engine* e = NULL;
+  dsv4_engine_stats a, b, c;
+  dsv4_session* s = NULL;
+  const int32_t t = 5;
+  REQUIRE_OK(dsv4_engine_create(model, NULL, &e));
+  REQUIRE_OK(dsv4_engine_get_stats(e, &a));
+  REQUIRE_OK(dsv4_session_create(model, 0, &s));
+  REQUIRE_OK(dsv4_engine_get_stats(e, &b));
+  REQUIRE_OK(dsv4_session_append(s, &t, 1, DSV4_LOGITS_NONE));
+  REQUIRE_OK(dsv4_engine_get_stats(e, &c));
+  dsv4_session_free(s);
+  dsv4_engine_free(e);
+  CHECK(a.state_used_bytes == 0 && b.state_used_bytes > 0 && c.state_used_bytes > b.state_used_bytes);
+  *fixed = b.state_used_bytes - a.state_used_bytes;
+  *page = c.state_used_bytes - b.state_used_bytes;
+}
+
+/* Preemption (recompute): state memory for 3 sequences of one page plus one more page, and four
+ * requests that each grow to two pages: some sequence must be preempted and recomputed. Outputs
+ * still equal plain sessions on the same model. */
+static void test_engine_preemption(const char* dir, const dsv4_tokenizer* tok, uint64_t fixed, uint64_t page) {
+  enum { N_NEW = 140 };
+  dsv4_model_params p = dsv4_model_default_params();
+  dsv4_model* m = NULL;
+  dsv4_engine_params ep = dsv4_engine_default_params();
+  dsv4_request_params rp = dsv4_request_default_params();
+  dsv4_engine* e = NULL;
+  dsv4_engine_stats es;
+  dsv4_request_info ri;
+  const char* texts[4] = {"Once upon a time", "The sea is", "Hello", "A B C"};
+  int32_t prompt[4][32];
+  size_t n_prompt[4];
+  uint64_t ids[4];
+  int32_t toks[256];
+  int32_t reason = -1;
+  int preempted = 0;
+  gen_t g;
+  int i;
+
+  p.n_threads = 2;
+  p.log_level = DSV4_LOG_ERROR;
+  p.state_budget_bytes = 3 * fixed + 4 * page;
+  REQUIRE_OK(dsv4_model_load(dir, &p, &m));
+  ep.max_model_len = 256;
+  rp.max_tokens = N_NEW;
+  rp.ignore_eos = true;
+  rp.sampler.temperature = 0.0f;
+  REQUIRE_OK(dsv4_engine_create(m, &ep, &e));
+  REQUIRE_OK(dsv4_engine_get_stats(e, &es));
+  CHECK(es.state_budget_bytes == 3 * fixed + 4 * page);
+  for (i = 0; i < 4; ++i) {
+    REQUIRE_OK(dsv4_tokenizer_encode(tok, texts[i], strlen(texts[i]), false, prompt[i], 32, &n_prompt[i]));
+    REQUIRE_OK(dsv4_engine_submit(e, prompt[i], n_prompt[i], &rp, NULL, NULL, &ids[i]));
+  }
+  for (i = 0; i < 4; ++i) wait_done(e, ids[i]);
+  REQUIRE_OK(dsv4_engine_get_stats(e, &es));
+  CHECK(es.preemptions > 0);
+  CHECK(es.running == 0 && es.waiting == 0 && es.state_used_bytes == 0);
+  CHECK(es.failed_requests == 0 && es.finished_requests == 4);
+  for (i = 0; i < 4; ++i) {
+    dsv4_session* s = NULL;
+    dsv4_generate_params gp = dsv4_generate_default_params();
+    gp.max_new_tokens = N_NEW;
+    gp.sampler.temperature = 0.0f;
+    gp.stop_on_eos = false;
+    memset(&g, 0, sizeof g);
+    REQUIRE_OK(dsv4_session_create(m, 256, &s));
+    REQUIRE_OK(dsv4_session_generate(s, prompt[i], n_prompt[i], &gp, on_token, &g, NULL));
+    dsv4_session_free(s);
+    CHECK(engine_tokens(e, ids[i], 0, toks, 256, &reason) == N_NEW && reason == DSV4_STOP_MAX_TOKENS);
+    CHECK(memcmp(toks, g.first_tokens, N_NEW * sizeof(int32_t)) == 0);
+    REQUIRE_OK(dsv4_engine_get_request_info(e, ids[i], &ri));
+    preempted += ri.preemptions;
+  }
+  CHECK(preempted == es.preemptions);
+  dsv4_engine_free(e);
+  dsv4_model_free(m);
 }
 
 /* ---- tiny-a: the reference fixture (no tokenizer, 4-Expert style override) --------------------- */
@@ -796,6 +1518,31 @@ static void test_tiny_a(const char* dir) {
   CHECK(g.n_tokens == 4 && r.n_generated_tokens == 4);
   CHECK(g.len == 0); /* no tokenizer: ids only */
   dsv4_session_free(s);
+
+  /* The engine without a tokenizer: the same ids, no text, stop strings refused. */
+  {
+    dsv4_engine* e = NULL;
+    dsv4_request_params rp = dsv4_request_default_params();
+    const char* stops[1] = {"x"};
+    uint64_t id = 0;
+    int32_t toks[8], reason = -1;
+    char text[8];
+    size_t n = 0;
+    REQUIRE_OK(dsv4_engine_create(m, NULL, &e));
+    rp.max_tokens = 4;
+    rp.ignore_eos = true;
+    rp.sampler.temperature = 0.0f;
+    REQUIRE_OK(dsv4_engine_submit(e, prompt, 5, &rp, NULL, NULL, &id));
+    REQUIRE_OK(dsv4_engine_wait(e, id, -1.0, NULL));
+    REQUIRE_OK(dsv4_engine_get_output(e, id, 0, toks, 8, &n, &reason));
+    CHECK(n == 4 && reason == DSV4_STOP_MAX_TOKENS && memcmp(toks, g.first_tokens, 4 * sizeof(int32_t)) == 0);
+    REQUIRE_OK(dsv4_engine_get_text(e, id, 0, text, sizeof text, &n));
+    CHECK(n == 0);
+    rp.stop_strings = stops;
+    rp.n_stop_strings = 1;
+    CHECK_FAILS(dsv4_engine_submit(e, prompt, 5, &rp, NULL, NULL, &id), DSV4_ERR_INVALID_ARGUMENT);
+    dsv4_engine_free(e);
+  }
   dsv4_model_free(m);
 }
 
@@ -831,7 +1578,18 @@ int main(int argc, char** argv) {
   test_sessions(model, info.vocab_size);
   REQUIRE_OK(dsv4_model_get_tokenizer(model, &tok));
   test_generate(model, tok);
-  dsv4_model_free(model);
+  test_engine(model, tok);
+  {
+    dsv4_tokenizer* own = NULL;
+    uint64_t fixed = 0, page = 0;
+    char path[1024];
+    measure_state(model, &fixed, &page);
+    dsv4_model_free(model);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    REQUIRE_OK(dsv4_tokenizer_load(path, &own));
+    test_engine_preemption(dir, own, fixed, page);
+    dsv4_tokenizer_free(own);
+  }
 
   if (is_dir(tiny_a))
     test_tiny_a(tiny_a);

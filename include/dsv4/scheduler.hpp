@@ -48,7 +48,7 @@ using RequestId = uint64_t;
 
 struct RequestParams {
   SamplerParams sampling;  // seed: sample i of n uses seed + i
-  StopParams stop;         // max_tokens, EOS, stop ids, stop strings
+  StopParams stop;         // max_tokens (≥ 1 here), EOS, stop ids, stop strings
   int n = 1;               // parallel samples of one prompt, 1..max_n
 };
 

@@ -89,6 +89,22 @@ def test_tokenizer(model, tok):
     assert standalone.encode("Hello world") == tok.encode("Hello world")
 
 
+def test_model_options():
+    m = dsv4.Model(MODEL, backend_params={"threads": 2}, log_level=3, rollback_tokens=8)
+    assert m.info["backend"] == "cpu"
+    with pytest.raises(dsv4.InvalidArgumentError, match="no_such_setting"):
+        dsv4.Model(MODEL, backend_params={"no_such_setting": 1}, log_level=3)
+    with pytest.raises(dsv4.InvalidArgumentError, match="threads"):
+        dsv4.Model(MODEL, threads=2, backend_params={"threads": 3}, log_level=3)
+    # the null backend: the whole contract, no computation (ids from a hash); threads does not apply
+    n = dsv4.Model(MODEL, backend="null", threads=4, log_level=3)
+    assert n.info["backend"] == "null"
+    r = n.session(64).generate([5, 6, 7], max_new_tokens=4, **GREEDY)
+    assert len(r.tokens) == 4 and all(0 <= t < 129280 for t in r.tokens)
+    with pytest.raises(dsv4.UnsupportedError, match="no-such-backend"):
+        dsv4.Model(MODEL, backend="no-such-backend")
+
+
 def test_tokenizer_keeps_model_alive():
     t = dsv4.Model(MODEL, threads=1, log_level=3).tokenizer  # the Model object is dropped at once
     assert t.decode(t.encode("still alive")) == "still alive"
@@ -139,6 +155,25 @@ def test_session_errors_leave_state(model):
     assert s.tokens == [1, 2, 3]
 
 
+def test_truncate(model):
+    s = model.session(64)
+    s.append([10, 20, 30, 40])
+    ref = model.session(64)
+    ref.append([10, 20, 30, 50])
+    s.truncate(3)
+    assert s.tokens == [10, 20, 30] and s.position == 3 and s.logits().shape[0] == 0
+    s.append([50])
+    assert np.abs(s.logits() - ref.logits()).max() <= 1e-4
+    with pytest.raises(dsv4.InvalidArgumentError):
+        s.truncate(5)
+    s.append(list(range(100, 120)))
+    with pytest.raises(dsv4.InvalidArgumentError, match="16"):
+        s.truncate(4)  # 20 tokens back: beyond rollback_tokens
+    assert s.position == 24
+    s.truncate(0)
+    assert s.tokens == []
+
+
 def test_fork_reset_sample(model):
     s = model.session(64)
     s.append([10, 20, 30])
@@ -180,6 +215,23 @@ def test_generate_deterministic_and_callback(model, tok):
     with pytest.raises(dsv4.InvalidArgumentError):
         model.session(128).generate(prompt, temperature=-2.0)
     assert dsv4.generate(model, "Once upon a time", max_new_tokens=6, **GREEDY) == r1.text
+
+
+def test_generate_keeps_every_token_and_stop_ids(model, tok):
+    prompt = tok.encode("Once upon a time")
+    s = model.session(128)
+    r = s.generate(prompt, max_new_tokens=5, **GREEDY)
+    assert s.tokens == prompt + r.tokens and len(r.tokens) == 5
+    assert s.logits().shape == (0, 129280)  # sampling ran inside the backend
+    # a second turn continues after every generated token
+    r2 = s.generate([3], max_new_tokens=2, **GREEDY)
+    assert s.tokens == prompt + r.tokens + [3] + r2.tokens
+    stop_id = r.tokens[2]
+    k = r.tokens.index(stop_id)
+    r3 = model.session(128).generate(prompt, max_new_tokens=5, stop_token_ids=[stop_id], **GREEDY)
+    assert r3.stop_reason == "stop_token" and r3.tokens == r.tokens[:k + 1]
+    with pytest.raises(dsv4.InvalidArgumentError):
+        model.session(128).generate(prompt, stop_token_ids=[129280])
 
 
 def test_stream(model, tok):
