@@ -14,9 +14,11 @@ namespace {
 
 struct Builder {
   const ModelConfig& c;
-  std::vector<TensorSpec>& out;
+  std::vector<TensorSpec>* out;  // null: only count
+  size_t count = 0;
   void add(std::string name, DType dt, std::vector<int64_t> shape, TensorRole role, int64_t fan_in = 0) {
-    out.push_back({std::move(name), dt, std::move(shape), role, fan_in});
+    ++count;
+    if (out) out->push_back({std::move(name), dt, std::move(shape), role, fan_in});
   }
   void fp8(const std::string& p, int64_t o, int64_t i) {
     add(p + ".weight", DType::F8_E4M3, {o, i}, TensorRole::fp8_weight, i);
@@ -67,7 +69,8 @@ struct Builder {
       add(p + "ffn.gate.tid2eid", DType::I64, {c.vocab_size, tid2eid_cols}, TensorRole::tid2eid);
     else
       add(p + "ffn.gate.bias", DType::F32, {c.n_routed_experts}, TensorRole::router_bias);
-    for (int e = 0; e < c.n_routed_experts; ++e) {
+    if (!out) count += 6 * static_cast<size_t>(c.n_routed_experts);  // counting: names not built
+    for (int e = 0; out && e < c.n_routed_experts; ++e) {
       const std::string ep = fmt::format("{}ffn.experts.{}.", p, e);
       fp4(ep + "w1", c.moe_intermediate_size, D);
       fp4(ep + "w2", D, c.moe_intermediate_size);
@@ -78,12 +81,8 @@ struct Builder {
     fp8(p + "ffn.shared_experts.w3", c.moe_intermediate_size, D);
   }
 };
-}  // namespace
 
-std::vector<TensorSpec> expected_tensors(const ModelConfig& c, int tid2eid_cols) {
-  if (tid2eid_cols < 0) tid2eid_cols = c.experts_per_token;
-  std::vector<TensorSpec> out;
-  Builder b{c, out};
+void build_inventory(Builder& b, const ModelConfig& c, int tid2eid_cols) {
   const int64_t D = c.hidden_size;
   b.add("embed.weight", DType::BF16, {c.vocab_size, D}, TensorRole::embedding);
   b.bf16("head.weight", c.vocab_size, D);
@@ -100,11 +99,34 @@ std::vector<TensorSpec> expected_tensors(const ModelConfig& c, int tid2eid_cols)
     b.norm(p + "norm.weight", D);
     b.hc(p + "hc_head_", c.hc_mult, 1);
   }
+}
+
+size_t expected_tensor_count(const ModelConfig& c) {
+  Builder b{c, nullptr};
+  build_inventory(b, c, c.experts_per_token);
+  return b.count;
+}
+}  // namespace
+
+std::vector<TensorSpec> expected_tensors(const ModelConfig& c, int tid2eid_cols) {
+  if (tid2eid_cols < 0) tid2eid_cols = c.experts_per_token;
+  std::vector<TensorSpec> out;
+  Builder b{c, &out};
+  build_inventory(b, c, tid2eid_cols);
   return out;
 }
 
 ValidationReport validate_checkpoint(const Checkpoint& ckpt, const ModelConfig& cfg) {
   ValidationReport rep;
+  // The inventory is sized by the config alone (layers × experts); a config far larger than the
+  // checkpoint is reported as such instead of listing (and allocating) every missing tensor.
+  const size_t want = expected_tensor_count(cfg), have = ckpt.names().size();
+  if (want > 2 * have + 4096) {
+    rep.problems.push_back(fmt::format(
+        "the config describes {} tensors ({} layers, {} experts) but the checkpoint holds {}: wrong config.json?", want,
+        cfg.num_layers + cfg.num_mtp_layers, cfg.n_routed_experts, have));
+    return rep;
+  }
   std::set<std::string> expected_names;
   for (const TensorSpec& s : expected_tensors(cfg)) {
     expected_names.insert(s.name);

@@ -10,6 +10,7 @@
 #include <numbers>
 
 #include "dsv4/error.hpp"
+#include "dsv4/json_limits.hpp"
 
 namespace dsv4 {
 using json = nlohmann::json;
@@ -24,6 +25,16 @@ const char* attn_kind_name(AttnKind k) {
 }
 
 namespace {
+// What a key of type T must hold, for messages.
+template <typename T>
+constexpr const char* expected_kind() {
+  if constexpr (std::is_same_v<T, bool>) return "true or false";
+  else if constexpr (std::is_same_v<T, std::string>) return "a string";
+  else if constexpr (std::is_integral_v<T> && sizeof(T) <= 4) return "an integer of at most 32 bits";
+  else if constexpr (std::is_integral_v<T>) return "an integer";
+  else return "a finite number";
+}
+
 // Reads the first present key among `names`; throws naming all of them when none is present.
 class Reader {
  public:
@@ -42,22 +53,35 @@ class Reader {
     }
     return as<T>(*v, *names.begin());
   }
-  // One value of type T; integers must be integral and fit T (no silent narrowing).
+  // One value of type T; integers must be integral and fit T (no silent narrowing), numbers
+  // finite. A mismatch names the key and the expected type (never a json::type_error).
   template <typename T>
   T as(const json& v, const std::string& key) const {
-    try {
-      if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        if (!v.is_number()) throw std::runtime_error("not a number");
+    bool ok = false;
+    if constexpr (std::is_same_v<T, bool>) {
+      ok = v.is_boolean();
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      ok = v.is_string();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (v.is_number_integer()) {
+        // Unsigned values above INT64_MAX, then the range of T.
+        ok = !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+        if (ok) {
+          const int64_t i = v.get<int64_t>();
+          ok = i >= static_cast<int64_t>(std::numeric_limits<T>::min()) && i <= static_cast<int64_t>(std::numeric_limits<T>::max());
+          if (ok) return static_cast<T>(i);
+        }
+      } else if (v.is_number_float()) {
         const double d = v.get<double>();
-        if (std::floor(d) != d || d < static_cast<double>(std::numeric_limits<T>::min()) ||
-            d > static_cast<double>(std::numeric_limits<T>::max()))
-          throw std::runtime_error("not an integer in range");
-        return v.is_number_integer() ? static_cast<T>(v.get<int64_t>()) : static_cast<T>(d);
+        ok = std::isfinite(d) && std::floor(d) == d && d >= static_cast<double>(std::numeric_limits<T>::min()) &&
+             d <= static_cast<double>(std::numeric_limits<T>::max());
+        if (ok) return static_cast<T>(d);
       }
-      return v.get<T>();
-    } catch (const std::exception&) {
-      fail(Status::format, "{}: key '{}' has an unexpected value {}", src_, key, v.dump());
+    } else {
+      ok = v.is_number() && std::isfinite(v.get<double>());
     }
+    if (!ok) fail(Status::format, "{}: key '{}' must be {}, got {}", src_, key, expected_kind<T>(), json_brief(v));
+    return v.get<T>();
   }
   // An array of T under `key`, every element checked as by as<T>; errors name key[i].
   template <typename T>
@@ -77,21 +101,47 @@ class Reader {
 void require_positive(const std::string& src, const char* key, int64_t v) {
   if (v <= 0) fail(Status::format, "{}: '{}' must be positive, got {}", src, key, v);
 }
+
+// Upper bounds of the integer keys (the table in docs/testing.md): generous multiples of the
+// largest DeepSeek-V4 model, small enough that nothing sized from them before the checkpoint is
+// read (KV windows, top-k buffers, loops) can exhaust memory or time.
+struct IntLimit {
+  const char* key;
+  int64_t max;
+};
+constexpr IntLimit kIntLimits[] = {
+    {"vocab_size", 1 << 20},          {"hidden_size", 65536},        {"num_hidden_layers", 512},
+    {"num_attention_heads", 1024},    {"head_dim", 4096},            {"qk_rope_head_dim", 4096},
+    {"q_lora_rank", 65536},           {"o_groups", 1024},            {"o_lora_rank", 65536},
+    {"sliding_window", 4096},         {"index_n_heads", 1024},       {"index_head_dim", 4096},
+    {"index_topk", 16384},            {"hc_mult", 16},               {"hc_sinkhorn_iters", 1000},
+    {"n_routed_experts", 4096},       {"num_experts_per_tok", 4096}, {"moe_intermediate_size", 65536},
+};
+int64_t int_limit(const char* key) {
+  for (const auto& l : kIntLimits)
+    if (std::string_view(l.key) == key) return l.max;
+  return std::numeric_limits<int64_t>::max();
+}
+void require_at_most(const std::string& src, const char* key, int64_t v, int64_t max) {
+  if (v > max)
+    fail(Status::format, "{}: '{}' = {} exceeds the limit {} (DeepSeek-V4 bounds: docs/testing.md)", src, key, v, max);
+}
+// A finite double in (lo, hi] (or [lo, hi] when `closed_low`).
+void require_real(const std::string& src, const char* key, double v, double lo, double hi, bool closed_low = false) {
+  if (!std::isfinite(v) || (closed_low ? v < lo : v <= lo) || v > hi)
+    fail(Status::format, "{}: '{}' = {} is out of range: must be finite and in {}{}, {}]", src, key, v,
+         closed_low ? "[" : "(", lo, hi);
+}
+constexpr int64_t kMaxPositions = int64_t{1} << 24;  // max_position_embeddings, YaRN original length
+constexpr int kMaxCompressRatio = 1024;              // HCA ratio (the architecture uses 128)
 }  // namespace
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(Status::io, "{}: cannot open", path);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail(Status::format, "{}: malformed JSON: {}", path, e.what());
-  }
-  return from_json(j, path);
+  return from_json(parse_json_file(path, kMaxConfigJsonBytes), path);
 }
 
-ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
+namespace {
+ModelConfig parse_config(const json& j, const std::string& src) {
   if (!j.is_object()) fail(Status::format, "{}: not a JSON object", src);
   Reader r(j, src);
   ModelConfig c;
@@ -102,13 +152,18 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.hidden_size = r.get<int>({"hidden_size", "dim"});
   c.num_layers = r.get<int>({"num_hidden_layers", "n_layers"});
   require_positive(src, "num_hidden_layers", c.num_layers);
+  require_at_most(src, "num_hidden_layers", c.num_layers, int_limit("num_hidden_layers"));
   c.num_heads = r.get<int>({"num_attention_heads", "n_heads"});
   if (int kvh = r.get<int>({"num_key_value_heads"}, 1); kvh != 1)
     fail(Status::unsupported, "{}: num_key_value_heads = {} (DeepSeek-V4 attention has one shared K=V head)", src, kvh);
   c.head_dim = r.get<int>({"head_dim"});
-  if (auto* prf = r.find({"partial_rotary_factor"}); prf && !r.find({"qk_rope_head_dim", "rope_head_dim"}))
-    c.rope_dim = static_cast<int>(std::lround(prf->get<double>() * c.head_dim));
-  else
+  if (auto* prf = r.find({"partial_rotary_factor"}); prf && !r.find({"qk_rope_head_dim", "rope_head_dim"})) {
+    const double f = r.as<double>(*prf, "partial_rotary_factor");
+    require_real(src, "partial_rotary_factor", f, 0.0, 1.0);
+    require_positive(src, "head_dim", c.head_dim);
+    require_at_most(src, "head_dim", c.head_dim, int_limit("head_dim"));
+    c.rope_dim = static_cast<int>(std::lround(f * c.head_dim));
+  } else
     c.rope_dim = r.get<int>({"qk_rope_head_dim", "rope_head_dim"});
   c.q_lora_rank = r.get<int>({"q_lora_rank"});
   c.o_groups = r.get<int>({"o_groups"});
@@ -120,14 +175,18 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.hc_mult = r.get<int>({"hc_mult"});
   c.hc_sinkhorn_iters = r.get<int>({"hc_sinkhorn_iters"});
   c.hc_eps = r.get<double>({"hc_eps"}, 1e-6);
+  require_real(src, "hc_eps", c.hc_eps, 0.0, 1.0);
   c.rms_norm_eps = r.get<double>({"rms_norm_eps", "norm_eps"}, 1e-6);
+  require_real(src, "rms_norm_eps", c.rms_norm_eps, 0.0, 1.0);
   c.n_routed_experts = r.get<int>({"n_routed_experts"});
   c.n_shared_experts = r.get<int>({"n_shared_experts"}, 1);
   c.config_experts_per_token = c.experts_per_token = r.get<int>({"num_experts_per_tok", "n_activated_experts"});
   c.moe_intermediate_size = r.get<int>({"moe_intermediate_size", "moe_inter_dim"});
   c.routed_scaling_factor = r.get<double>({"routed_scaling_factor", "route_scale"}, 1.0);
+  require_real(src, "routed_scaling_factor", c.routed_scaling_factor, 0.0, 1000.0);
   c.norm_topk_prob = r.get<bool>({"norm_topk_prob"}, true);
   c.swiglu_limit = r.get<double>({"swiglu_limit"}, 0.0);
+  require_real(src, "swiglu_limit", c.swiglu_limit, 0.0, 1e6, /*closed_low=*/true);
   c.num_mtp_layers = r.get<int>({"num_nextn_predict_layers", "n_mtp_layers"}, 0);
   if (c.num_mtp_layers < 0 || c.num_mtp_layers > 1)
     fail(Status::unsupported, "{}: num_nextn_predict_layers {} (0 or 1 supported)", src, c.num_mtp_layers);
@@ -135,14 +194,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.bos_token_id = r.get<int>({"bos_token_id"}, 0);
   c.eos_token_id = r.get<int>({"eos_token_id"}, 1);
   c.max_position_embeddings = r.get<int64_t>({"max_position_embeddings", "max_seq_len"}, int64_t{1} << 20);
+  require_positive(src, "max_position_embeddings", c.max_position_embeddings);
+  require_at_most(src, "max_position_embeddings", c.max_position_embeddings, kMaxPositions);
 
   // Semantics we implement exactly; anything else would silently compute a different model.
   if (auto s = r.get<std::string>({"scoring_func", "score_func"}, std::string("sqrtsoftplus")); s != "sqrtsoftplus")
     fail(Status::unsupported, "{}: scoring_func '{}' is not supported (expected 'sqrtsoftplus')", src, s);
   if (auto s = r.get<std::string>({"hidden_act"}, std::string("silu")); s != "silu")
     fail(Status::unsupported, "{}: hidden_act '{}' is not supported (expected 'silu')", src, s);
-  if (auto* g = r.find({"n_group"}); g && g->is_number() && g->get<int>() > 1)
-    fail(Status::unsupported, "{}: n_group = {} (group-limited routing) is not part of DeepSeek-V4", src, g->get<int>());
+  if (auto* g = r.find({"n_group"}); g && g->is_number() && r.as<double>(*g, "n_group") > 1)
+    fail(Status::unsupported, "{}: n_group = {} (group-limited routing) is not part of DeepSeek-V4", src, json_brief(*g));
   if (c.n_shared_experts != 1)
     fail(Status::unsupported, "{}: n_shared_experts = {} (expected 1)", src, c.n_shared_experts);
   if (c.tie_word_embeddings) fail(Status::unsupported, "{}: tie_word_embeddings = true is not supported", src);
@@ -205,12 +266,17 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   }
   if (!(c.rope_theta > 1) || !(c.compress_rope_theta > 1))
     fail(Status::format, "{}: rope_theta {} / compress_rope_theta {} must be > 1", src, c.rope_theta, c.compress_rope_theta);
+  require_real(src, "rope_theta", c.rope_theta, 1.0, 1e12);
+  require_real(src, "compress_rope_theta", c.compress_rope_theta, 1.0, 1e12);
   if (c.yarn.enabled) {
     if (!(c.yarn.factor > 0)) fail(Status::format, "{}: YaRN factor {} must be positive", src, c.yarn.factor);
+    require_real(src, "YaRN factor", c.yarn.factor, 0.0, 1024.0);
     if (c.yarn.original_max_position <= 0)
       fail(Status::format, "{}: YaRN original_max_position_embeddings {} must be positive", src, c.yarn.original_max_position);
+    require_at_most(src, "YaRN original_max_position_embeddings", c.yarn.original_max_position, kMaxPositions);
     if (!(c.yarn.beta_fast > c.yarn.beta_slow) || !(c.yarn.beta_slow > 0))
       fail(Status::format, "{}: YaRN beta_fast {} must exceed beta_slow {} > 0", src, c.yarn.beta_fast, c.yarn.beta_slow);
+    require_real(src, "YaRN beta_fast", c.yarn.beta_fast, 0.0, 1e6);
   }
 
   // ---- per-layer schedule ----
@@ -268,8 +334,10 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
            {"sliding_window", c.sliding_window}, {"index_n_heads", c.index_n_heads},
            {"index_head_dim", c.index_head_dim}, {"index_topk", c.index_topk}, {"hc_mult", c.hc_mult},
            {"hc_sinkhorn_iters", c.hc_sinkhorn_iters}, {"n_routed_experts", c.n_routed_experts},
-           {"num_experts_per_tok", c.experts_per_token}, {"moe_intermediate_size", c.moe_intermediate_size}})
+           {"num_experts_per_tok", c.experts_per_token}, {"moe_intermediate_size", c.moe_intermediate_size}}) {
     require_positive(src, key, v);
+    require_at_most(src, key, v, int_limit(key));
+  }
   if (c.rope_dim % 2 || c.rope_dim > c.head_dim)
     fail(Status::format, "{}: qk_rope_head_dim {} must be even and ≤ head_dim {}", src, c.rope_dim, c.head_dim);
   if (c.index_head_dim < c.rope_dim)
@@ -280,6 +348,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     fail(Status::format, "{}: num_experts_per_tok {} exceeds n_routed_experts {}", src, c.experts_per_token, c.n_routed_experts);
   if (c.num_hash_layers < 0 || c.num_hash_layers > c.num_layers)
     fail(Status::format, "{}: num_hash_layers {} out of range [0, {}]", src, c.num_hash_layers, c.num_layers);
+  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size)
+    fail(Status::format, "{}: bos_token_id {} out of range [0, vocab_size {})", src, c.bos_token_id, c.vocab_size);
+  if (c.eos_token_id < 0 || c.eos_token_id >= c.vocab_size)
+    fail(Status::format, "{}: eos_token_id {} out of range [0, vocab_size {})", src, c.eos_token_id, c.vocab_size);
+  // The sliding-window KV of one sequence is allocated from these alone, before any weight is read.
+  if (const int64_t kv = int64_t{c.sliding_window} * c.head_dim * (c.num_layers + c.num_mtp_layers); kv > (int64_t{1} << 28))
+    fail(Status::format,
+         "{}: sliding_window {} × head_dim {} × {} layers = {} KV entries per sequence exceeds the limit 2^28 "
+         "(DeepSeek-V4 bounds: docs/testing.md)",
+         src, c.sliding_window, c.head_dim, c.num_layers + c.num_mtp_layers, kv);
 
   auto make_layer = [&](int ratio, bool hash, bool mtp, const std::string& where) {
     LayerSpec l;
@@ -288,8 +366,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     l.is_mtp = mtp;
     if (ratio == 0) l.attn = AttnKind::sliding;
     else if (ratio == 4) l.attn = AttnKind::csa;  // CSA: overlap + indexer are tied to ratio 4
-    else if (ratio > 1) l.attn = AttnKind::hca;
-    else fail(Status::format, "{}: {} compress ratio {} is invalid (0, 4 or an HCA ratio > 1)", src, where, ratio);
+    else if (ratio > 1 && ratio <= kMaxCompressRatio) l.attn = AttnKind::hca;
+    else fail(Status::format, "{}: {} compress ratio {} is invalid (0, 4 or an HCA ratio in [2, {}])", src, where, ratio, kMaxCompressRatio);
     return l;
   };
   for (int i = 0; i < c.num_layers; ++i)
@@ -300,6 +378,16 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     c.layers.push_back(make_layer(0, false, true, "MTP layer"));
   }
   return c;
+}
+}  // namespace
+
+ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
+  try {
+    return parse_config(j, src);
+  } catch (const json::exception& e) {
+    // Every access above checks its type first; this only guards against one that does not.
+    fail(Status::format, "{}: unexpected JSON content: {}", src, e.what());
+  }
 }
 
 json ModelConfig::to_json() const {

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dsv4/error.hpp"
+#include "dsv4/json_limits.hpp"
 
 namespace dsv4 {
 namespace fs = std::filesystem;
@@ -32,7 +33,18 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::I8, "I8", 1},           {DType::U8, "U8", 1},           {DType::I16, "I16", 2},
     {DType::I32, "I32", 4},         {DType::I64, "I64", 8},         {DType::BOOL, "BOOL", 1},
 };
-constexpr uint64_t kMaxHeader = 512ull << 20;  // a header larger than this is corrupt
+constexpr uint64_t kMaxHeader = kMaxSafetensorsHeader;  // a header larger than this is corrupt
+// At most this many tensors per file (Flash shards hold ~1,500): bounds the header walk and the
+// overlap sort independently of how compactly a hostile header spells its entries.
+constexpr size_t kMaxTensorsPerFile = 1u << 20;
+
+// An index entry must name a file inside the checkpoint folder: a plain file name, no directory
+// part, not "." or "..". Only the name is checked (not the resolved path), so shards that are
+// symlinks (a Hugging Face cache's snapshot → blob links) keep working.
+bool plain_file_name(const std::string& s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
+         s.find('\\') == std::string::npos && s.find('\0') == std::string::npos;
+}
 }  // namespace
 
 size_t dtype_size(DType t) { return kDTypes[static_cast<int>(t)].size; }
@@ -85,13 +97,14 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     if (n > size_ - 8)
       fail(Status::io, "{}: truncated: header length {} exceeds the {} bytes after the length field", path, n, size_ - 8);
     if (n > kMaxHeader) fail(Status::format, "{}: header length {} is implausibly large", path, n);
-    json header;
-    try {
-      header = json::parse(base + 8, base + 8 + n);
-    } catch (const json::exception& e) {
-      fail(Status::format, "{}: malformed JSON header: {}", path, e.what());
-    }
+    // Depth-limited: a deeply nested __metadata__ value would otherwise overflow the stack when it
+    // is serialised back below.
+    const json header = parse_json_bounded(
+        std::string_view(reinterpret_cast<const char*>(base + 8), static_cast<size_t>(n)), path + " (JSON header)");
     if (!header.is_object()) fail(Status::format, "{}: JSON header is not an object", path);
+    if (header.size() > kMaxTensorsPerFile)
+      fail(Status::format, "{}: header lists {} entries (at most {} tensors per file)", path, header.size(),
+           kMaxTensorsPerFile);
     const uint8_t* data = base + 8 + n;
     const size_t data_size = size_ - 8 - n;
     struct Range { size_t b, e; size_t idx; };
@@ -179,20 +192,21 @@ const TensorView& SafetensorsFile::get(const std::string& name) const {
 
 // ---- checkpoint -------------------------------------------------------------------------------
 Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
+  // std::filesystem calls use their error_code forms: a name that is too long (or otherwise
+  // unusable) is Status::io here, never a std::filesystem_error escaping to the caller.
   fs::path p(dir);
-  if (!fs::exists(p)) fail(Status::io, "{}: no such file or directory", dir);
-  if (fs::is_regular_file(p)) {
+  std::error_code ec;
+  auto exists = [&](const fs::path& q) {
+    const bool e = fs::exists(q, ec);
+    if (ec) fail(Status::io, "{}: cannot access: {}", q.string(), ec.message());
+    return e;
+  };
+  if (!exists(p)) fail(Status::io, "{}: no such file or directory", dir);
+  if (fs::is_regular_file(p, ec)) {
     shards_.push_back(std::make_unique<SafetensorsFile>(p.string()));
-  } else if (fs::exists(p / "model.safetensors.index.json")) {
+  } else if (exists(p / "model.safetensors.index.json")) {
     const std::string index_path = (p / "model.safetensors.index.json").string();
-    std::ifstream in(index_path);
-    if (!in) fail(Status::io, "{}: cannot open", index_path);
-    json idx;
-    try {
-      idx = json::parse(in);
-    } catch (const json::exception& e) {
-      fail(Status::format, "{}: malformed JSON: {}", index_path, e.what());
-    }
+    const json idx = parse_json_file(index_path, kMaxIndexJsonBytes);
     if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
       fail(Status::format, "{}: missing object 'weight_map'", index_path);
     std::map<std::string, size_t> shard_of_file;
@@ -200,12 +214,17 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
     for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
       if (!it.value().is_string())
         fail(Status::format, "{}: weight_map['{}'] is not a file name", index_path, it.key());
+      if (!plain_file_name(it.value().get_ref<const std::string&>()))
+        fail(Status::format,
+             "{}: weight_map['{}'] = {}: a shard must be a plain file name inside the checkpoint folder (no '/', "
+             "not '.' or '..')",
+             index_path, it.key(), json_brief(it.value()));
       entries.emplace_back(it.key(), it.value().get<std::string>());
       shard_of_file.emplace(it.value().get<std::string>(), 0);
     }
     for (auto& [file, slot] : shard_of_file) {
       fs::path sp = p / file;
-      if (!fs::exists(sp)) fail(Status::io, "{}: shard '{}' listed in the index is missing", dir, file);
+      if (!exists(sp)) fail(Status::io, "{}: shard '{}' listed in the index is missing", dir, file);
       slot = shards_.size();
       shards_.push_back(std::make_unique<SafetensorsFile>(sp.string()));
     }
@@ -216,7 +235,7 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
       by_name_[name] = t;
     }
     return;
-  } else if (fs::exists(p / "model.safetensors")) {
+  } else if (exists(p / "model.safetensors")) {
     shards_.push_back(std::make_unique<SafetensorsFile>((p / "model.safetensors").string()));
   } else {
     fail(Status::io, "{}: neither model.safetensors.index.json nor model.safetensors found", dir);
@@ -317,7 +336,9 @@ void write_safetensors_file(const std::string& path, const std::vector<TensorHea
 int write_safetensors_sharded(const std::string& dir, const std::vector<TensorHeader>& tensors, size_t max_shard_bytes,
                               const TensorFiller& fill, const std::map<std::string, std::string>& metadata,
                               bool always_index) {
-  fs::create_directories(dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail(Status::io, "{}: cannot create the folder: {}", dir, ec.message());
   std::vector<std::vector<size_t>> shards(1);
   size_t cur = 0, total = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what libdsv4 needs on a Debian/Ubuntu machine (apt + pip), idempotently.
 set -euo pipefail
-# libcpp-httplib-dev: the OpenAI-compatible server (`dsv4 serve`); clang: the libFuzzer targets.
+# libcpp-httplib-dev: the OpenAI-compatible server (`dsv4 serve`); clang + libclang-rt-dev: the libFuzzer
+# targets (scripts/fuzz.sh).
 pkgs=(cmake g++ ninja-build pkg-config catch2 libfmt-dev nlohmann-json3-dev libpcre2-dev python3-dev python3-pip
-      libcpp-httplib-dev)
+      libcpp-httplib-dev clang libclang-rt-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

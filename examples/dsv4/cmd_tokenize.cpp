@@ -5,12 +5,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "args.hpp"
 #include "commands.hpp"
 #include "dsv4/error.hpp"
+#include "dsv4/json_limits.hpp"
 #include "dsv4/tokenizer.hpp"
 
 namespace dsv4::cli {
@@ -27,10 +29,11 @@ void for_each_json_line(const std::string& path, const char* flag, F&& fn) {
   while (std::getline(in, line)) {
     ++lineno;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    // Depth-limited like every JSON the tools read (a line has no business nesting deeply).
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
+      j = parse_json_bounded(line, "line");
+    } catch (const Error& e) {
       fail(Status::format, "{}:{}: not valid JSON: {}", path, lineno, e.what());
     }
     try {
@@ -61,9 +64,16 @@ int decode_jsonl(const Tokenizer& tk, const std::string& path, bool skip_special
     if (!j.is_object() || !j.contains("ids") || !j.at("ids").is_array())
       fail(Status::format, "expected an object with an \"ids\" array");
     std::vector<int32_t> ids;
-    for (const auto& v : j.at("ids")) {
-      if (!v.is_number_integer()) fail(Status::format, "\"ids\" must hold integers");
-      ids.push_back(v.get<int32_t>());
+    const auto& arr = j.at("ids");
+    for (size_t i = 0; i < arr.size(); ++i) {
+      const auto& v = arr[i];
+      if (!v.is_number_integer()) fail(Status::format, "\"ids\"[{}] must be an integer, got {}", i, json_brief(v));
+      // No silent narrowing: a wider value is not some other id modulo 2^32.
+      if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(INT32_MAX)
+                                 : (v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX))
+        fail(Status::invalid_argument, "\"ids\"[{}] = {} is not a token id (0 .. {})", i, v.dump(),
+             tk.vocab_size() - 1);
+      ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
     }
     // Decoded text may hold U+FFFD but is always valid UTF-8, so dump() cannot throw.
     fmt::print("{}\n", nlohmann::json{{"text", tk.decode(ids, skip_special)}}.dump());

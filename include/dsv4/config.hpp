@@ -7,6 +7,9 @@
 // transformers naming (`layer_types`, `mlp_layer_types`, `compress_rates`, `partial_rotary_factor`,
 // `rope_parameters`). Values that change the computation but that we do not implement (another
 // scoring function, activation, expert group routing, ...) are rejected with the key named.
+// Every number is range-checked against what the architecture allows (the bounds table in
+// docs/testing.md: e.g. sliding_window ≤ 4096, hc_sinkhorn_iters ≤ 1000, bos/eos in [0, vocab)),
+// and a value of the wrong type names the key and the expected type, always as Status::format.
 // ModelConfig is a plain value type; nothing here touches weights.
 #pragma once
 #include <cstdint>
@@ -81,6 +84,7 @@ struct ModelConfig {
 
   // Parses a config.json object; throws Error(format) naming `source` and the key on problems.
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+  // Reads at most 16 MB, JSON nested at most 64 levels (dsv4/json_limits.hpp).
   static ModelConfig from_file(const std::string& path);
   // Writes the upstream root naming (what `make-model` emits).
   nlohmann::json to_json() const;

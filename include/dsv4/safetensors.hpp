@@ -3,9 +3,13 @@
 // A SafetensorsFile owns one read-only mapping; TensorView points into it and is valid while the
 // file (or the Checkpoint holding it) lives. Opening validates the whole header up front — header
 // length, JSON, every entry's dtype/shape/offsets, overlaps — and throws dsv4::Error naming the file
-// and tensor on the first problem, so later accesses never read out of bounds. A Checkpoint is a
-// directory with `model.safetensors.index.json` (weight_map name → shard) or a single
-// `model.safetensors`; every shard is opened and every index entry checked at open time.
+// and tensor on the first problem, so later accesses never read out of bounds. Headers are at most
+// 100 MB (the safetensors crate's limit) and 2^20 tensors, JSON nested at most 64 levels
+// (dsv4/json_limits.hpp). A Checkpoint is a directory with `model.safetensors.index.json`
+// (weight_map name → shard) or a single `model.safetensors`; every shard is opened and every index
+// entry checked at open time. Index entries must be plain file names inside the directory (no '/',
+// not "." or ".."; Status::format otherwise): only the name is checked, so shards that are symlinks,
+// as in a Hugging Face cache, still load.
 // Thread-safety: all const methods may be called concurrently.
 #pragma once
 #include <cstddef>

@@ -28,6 +28,10 @@ class Tokenizer {
   // other than BPE, unknown normalizer / pre-tokenizer / decoder / post-processor). The BOS / EOS
   // ids come from the post-processor template, else a sibling `tokenizer_config.json`, else the
   // conventional DeepSeek / Llama / GPT names among the added tokens (-1 when none is found).
+  // Bounds (Status::format): at most 512 MB of JSON nested at most 64 levels; the largest id below
+  // 2 × (number of tokens) + 1024, so id tables never outgrow the file; post-processor ids must be
+  // ids of the vocabulary. Encoding is linear in the text for the DeepSeek patterns: the regex step
+  // budget grows with the text, so a long whitespace run encodes like any other valid text.
   static Tokenizer from_file(const std::string& path);
   // Same, from the JSON text itself; `origin` names it in error messages.
   static Tokenizer from_json(std::string_view json_text, const std::string& origin);

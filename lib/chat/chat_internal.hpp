@@ -30,6 +30,11 @@ std::optional<LoadedArguments> py_json_loads_arguments(std::string_view text);
 // Python repr() of a double as json.dumps writes it (NaN / Infinity / -Infinity spelled as json does).
 std::string py_float_repr(double v);
 
+// Throws Status::invalid_argument naming `what` when `v` nests deeper than kMaxJsonDepth levels.
+// Iterative, so it is safe on any value, also one built in code rather than parsed through
+// parse_json_limited: the encoder copies and serialises values recursively after this check.
+void check_json_depth(const Json& v, const char* what);
+
 // Python truthiness of a JSON value (null, false, 0, "", [], {} are falsy).
 bool py_truthy(const Json& v);
 

@@ -433,6 +433,8 @@ std::string render_message(size_t index, const std::vector<Msg>& msgs, const Ren
 }  // namespace
 
 std::string encode_messages(const Json& messages, ThinkingMode thinking_mode, const EncodeOptions& options) {
+  detail::check_json_depth(messages, "messages");
+  detail::check_json_depth(options.context, "context");
   const Json& ctx_in = options.context.is_null() ? Json::array() : options.context;
   std::vector<Msg> context = merge_tool_messages(ctx_in, "context");
   std::vector<Msg> msgs = merge_tool_messages(messages, "messages");
@@ -471,6 +473,7 @@ std::string encode_messages(const Json& messages, std::string_view thinking_mode
 }
 
 std::string encode_request(const Json& request) {
+  detail::check_json_depth(request, "request");
   if (!request.is_object()) fail(Status::invalid_argument, "request: expected a JSON object, got a JSON {}", request.type_name());
   // Options may sit at the top level or under "params" (the chat-vector layout).
   const Json& params = get(request, "params");

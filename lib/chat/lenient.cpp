@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "chat_internal.hpp"
@@ -472,13 +473,13 @@ class LenientMachine {
       pending_ok_ = false;
       return;
     }
-    if (std::find(param_names_.begin(), param_names_.end(), p->name) != param_names_.end()) {
+    if (!param_names_.insert(p->name).second) {
       msg_.warnings.push_back("tool call '" + pending_name_ + "' dropped: duplicate parameter " + p->name);
       pending_ok_ = false;
       return;
     }
-    pending_args_ += (param_names_.empty() ? "{" : ", ") + arguments_member(*p);
-    param_names_.push_back(p->name);
+    pending_args_ += param_names_.size() == 1 ? "{" : ", ";
+    pending_args_ += arguments_member(*p);
   }
 
   void drop_invoke(const char* why) {
@@ -517,7 +518,7 @@ class LenientMachine {
   bool invoke_open_ = false;
   bool pending_ok_ = false;
   std::string pending_name_, pending_args_;
-  std::vector<std::string> param_names_;
+  std::unordered_set<std::string> param_names_;  // of the open invoke (a set: O(1) duplicate check)
   ParsedMessage msg_;
   const std::vector<std::string> text_pats_, block_pats_, header_pats_, param_pats_, after_param_pats_, after_block_pats_;
   std::array<bool, 256> marker_byte_{};  // bytes that occur in some text marker

@@ -3,6 +3,7 @@
 // regex semantics, and the final special-token check. Error messages start with the release's own
 // message so callers can match them. Also the mode dispatch and ParsedMessage::to_json.
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "chat_internal.hpp"
@@ -71,19 +72,25 @@ struct Read {
   std::string_view stop;  // empty: no stop string found, content runs to the end
 };
 
-// The release's _read_until_stop: earliest stop wins (first listed on a tie).
+// The release's _read_until_stop: earliest stop wins (first listed on a tie). One forward pass
+// that ends at the earliest stop, so its cost is the distance to that stop, not to the farthest
+// occurrence of each stop (searching each stop over the whole rest of the text made a message with
+// n invokes cost O(n²): the closing tool_calls tag is searched from every invoke).
 Read read_until_stop(size_t index, std::string_view text, std::initializer_list<std::string_view> stops) {
-  size_t min_pos = text.size();
-  std::string_view matched;
-  for (std::string_view s : stops) {
-    const size_t pos = text.find(s, index);
-    if (pos != std::string_view::npos && pos < min_pos) {
-      min_pos = pos;
-      matched = s;
-    }
+  index = std::min(index, text.size());
+  char firsts[8];
+  size_t n_firsts = 0;
+  for (std::string_view s : stops)
+    if (std::string_view(firsts, n_firsts).find(s[0]) == std::string_view::npos && n_firsts < sizeof firsts)
+      firsts[n_firsts++] = s[0];
+  const std::string_view first_bytes(firsts, n_firsts);
+  for (size_t i = text.find_first_of(first_bytes, index); i != std::string_view::npos;
+       i = text.find_first_of(first_bytes, i + 1)) {
+    const std::string_view rest = text.substr(i);
+    for (std::string_view s : stops)
+      if (rest.starts_with(s)) return {i + s.size(), text.substr(index, i - index), s};
   }
-  if (matched.empty()) return {text.size(), text.substr(std::min(index, text.size())), {}};
-  return {min_pos + matched.size(), text.substr(index, min_pos - index), matched};
+  return {text.size(), text.substr(index), {}};
 }
 
 [[noreturn]] void reject(const std::string& message) { throw Error(Status::format, message); }
@@ -127,13 +134,13 @@ ParsedMessage parse_strict(std::string_view text, ThinkingMode mode) {
       if (!name) reject("Tool name format error: '" + std::string(h.content) + "'");
       stop = h.stop;
       std::vector<detail::DsmlParam> params;
+      std::unordered_set<std::string> param_names;
       while (stop == param_open) {
         Read p = read_until_stop(index, text, {param_close});
         index = p.index;
         auto param = detail::strict_param(p.content);
         if (!param) reject("Parameter format error: '" + std::string(p.content) + "'");
-        for (const auto& q : params)
-          if (q.name == param->name) reject("Duplicate parameter name: '" + param->name + "'");
+        if (!param_names.insert(param->name).second) reject("Duplicate parameter name: '" + param->name + "'");
         params.push_back(std::move(*param));
         Read n = read_until_stop(index, text, {param_open, invoke_close});
         index = n.index;
@@ -141,7 +148,10 @@ ParsedMessage parse_strict(std::string_view text, ThinkingMode mode) {
         stop = n.stop;
       }
       std::string args = "{";
-      for (size_t k = 0; k < params.size(); ++k) args += (k ? ", " : "") + detail::arguments_member(params[k]);
+      for (size_t k = 0; k < params.size(); ++k) {
+        if (k) args += ", ";
+        args += detail::arguments_member(params[k]);
+      }
       args += "}";
       out.tool_calls.push_back({std::move(*name), std::move(args)});
     }

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <string>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "chat_internal.hpp"
 #include "dsv4/chat_format.hpp"
@@ -144,11 +146,18 @@ namespace {
 
 // A decoded Python JSON value: scalars are stored already dumped (numbers, literals) or decoded
 // (strings); dicts keep first-insertion order with the last value, like Python dicts.
+struct PyMember;
 struct PyVal {
   enum class Kind { scalar, string, array, object } kind = Kind::scalar;
   std::string text;
   std::vector<PyVal> items;
-  std::vector<std::pair<std::string, PyVal>> members;
+  // Not std::pair<std::string, PyVal>: a pair of the still incomplete PyVal is ill-formed (clang
+  // with libstdc++ rejects it).
+  std::vector<PyMember> members;
+};
+struct PyMember {
+  std::string first;
+  PyVal second;
 };
 
 void dump(const PyVal& v, std::string& out) {
@@ -376,7 +385,7 @@ class PyJsonReader {
           break;
         }
       }
-      if (!replaced) out.members.emplace_back(std::move(key), std::move(v));
+      if (!replaced) out.members.push_back(PyMember{std::move(key), std::move(v)});
       skip_ws();
       if (i_ >= s_.size()) return false;
       if (s_[i_] == '}') return ++i_, true;
@@ -389,7 +398,10 @@ class PyJsonReader {
   size_t i_ = 0;
 };
 
-void dump_json(const Json& v, std::string& out) {
+void dump_json(const Json& v, std::string& out, int depth = 0) {
+  // Values built in code (not parsed through parse_json_limited) may nest arbitrarily: bounded.
+  if (depth > kMaxJsonDepth)
+    fail(Status::invalid_argument, "cannot serialize JSON nested deeper than {} levels", kMaxJsonDepth);
   switch (v.type()) {
     case Json::value_t::null: out += "null"; break;
     case Json::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
@@ -403,7 +415,7 @@ void dump_json(const Json& v, std::string& out) {
       for (const auto& item : v) {
         if (!first) out += ", ";
         first = false;
-        dump_json(item, out);
+        dump_json(item, out, depth + 1);
       }
       out.push_back(']');
       break;
@@ -416,7 +428,7 @@ void dump_json(const Json& v, std::string& out) {
         first = false;
         out += py_json_quote(k);
         out += ": ";
-        dump_json(item, out);
+        dump_json(item, out, depth + 1);
       }
       out.push_back('}');
       break;
@@ -450,6 +462,19 @@ std::optional<LoadedArguments> py_json_loads_arguments(std::string_view text) {
 }
 
 }  // namespace detail
+
+void detail::check_json_depth(const Json& v, const char* what) {
+  std::vector<std::pair<const Json*, int>> todo{{&v, 0}};
+  while (!todo.empty()) {
+    const auto [j, depth] = todo.back();
+    todo.pop_back();
+    if (!j->is_structured()) continue;
+    if (depth >= kMaxJsonDepth)
+      fail(Status::invalid_argument, "{}: JSON nested deeper than {} levels", what, kMaxJsonDepth);
+    for (const auto& item : *j)
+      if (item.is_structured()) todo.push_back({&item, depth + 1});
+  }
+}
 
 Json parse_json_limited(std::string_view text, const char* what) {
   // The callback sees each container open at the depth of its parent (0 for the top level); it

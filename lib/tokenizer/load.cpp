@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "dsv4/error.hpp"
+#include "dsv4/json_limits.hpp"
 #include "dsv4/tokenizer.hpp"
 #include "tokenizer_impl.hpp"
 
@@ -15,6 +16,17 @@ namespace dsv4::tok {
 using json = nlohmann::json;
 
 namespace {
+
+const json& null_json() {
+  static const json n;  // immutable
+  return n;
+}
+// obj[key] or a null value, by reference: never a copy (copying a value recurses through it).
+const json& opt_field(const json& obj, const char* key) {
+  if (!obj.is_object()) return null_json();
+  auto it = obj.find(key);
+  return it == obj.end() ? null_json() : *it;
+}
 
 const json& need(const json& obj, const char* key, const std::string& origin, const std::string& where) {
   if (!obj.is_object() || !obj.contains(key))
@@ -110,6 +122,16 @@ void check_decoder(const json& d, const std::string& origin, const std::string& 
   fail(Status::unsupported, "{}: decoder {} '{}' is not supported (only ByteLevel)", origin, where, type);
 }
 
+// A post-processor id must name a token of the vocabulary (the tables are built by then).
+int32_t checked_id(const json& v, const TokenizerData& d, const std::string& origin, const std::string& where) {
+  if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() >= d.id_kind.size()) ||
+      (!v.is_number_unsigned() && (v.get<int64_t>() < 0 || v.get<int64_t>() >= static_cast<int64_t>(d.id_kind.size()))) ||
+      d.id_kind[v.get<size_t>()] == 0)
+    fail(Status::format, "{}: {} holds {}, which is not a token id of the vocabulary (size {})", origin, where,
+         json_brief(v), d.id_kind.size());
+  return v.get<int32_t>();
+}
+
 void parse_post(const json& p, TokenizerData& d, const std::string& origin, const std::string& where) {
   if (p.is_null()) return;
   const std::string type = need_string(p, "type", origin, where);
@@ -125,7 +147,7 @@ void parse_post(const json& p, TokenizerData& d, const std::string& origin, cons
       const json& v = need(p, k, origin, where);
       if (!v.is_array() || v.size() != 2 || !v[1].is_number_integer())
         fail(Status::format, "{}: {}.{} must be [token, id]", origin, where, k);
-      (k[0] == 'c' ? d.post_prefix : d.post_suffix).push_back(v[1].get<int32_t>());
+      (k[0] == 'c' ? d.post_prefix : d.post_suffix).push_back(checked_id(v[1], d, origin, where + "." + k));
     }
     return;
   }
@@ -145,7 +167,9 @@ void parse_post(const json& p, TokenizerData& d, const std::string& origin, cons
       const json& spec = need(specials, name.c_str(), origin, where + ".special_tokens");
       const json& ids = need(spec, "ids", origin, fmt::format("{}.special_tokens.{}", where, name));
       if (!ids.is_array()) fail(Status::format, "{}: {}.special_tokens.{}.ids must be an array", origin, where, name);
-      for (const json& id : ids) (seen_sequence ? d.post_suffix : d.post_prefix).push_back(id.get<int32_t>());
+      for (const json& id : ids)
+        (seen_sequence ? d.post_suffix : d.post_prefix)
+            .push_back(checked_id(id, d, origin, fmt::format("{}.special_tokens.{}.ids", where, name)));
     }
     return;
   }
@@ -161,12 +185,11 @@ std::optional<std::string> config_token(const json& cfg, const char* key) {
 }
 
 std::unique_ptr<TokenizerData> load_tokenizer(std::string_view text, const std::string& origin, const json* config) {
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
-    fail(Status::format, "{}: not valid JSON: {}", origin, e.what());
-  }
+  if (text.size() > kMaxTokenizerJsonBytes)
+    fail(Status::format, "{}: {} bytes exceeds the {}-byte limit for tokenizer.json", origin, text.size(),
+         kMaxTokenizerJsonBytes);
+  // Depth-limited: the pipeline sections are walked recursively below.
+  const json j = parse_json_bounded(text, origin);
   if (!j.is_object()) fail(Status::format, "{}: top level must be a JSON object", origin);
   auto d = std::make_unique<TokenizerData>();
   d->origin = origin;
@@ -186,6 +209,8 @@ std::unique_ptr<TokenizerData> load_tokenizer(std::string_view text, const std::
     const json& vocab = need(model, "vocab", origin, "model");
     if (!vocab.is_object()) fail(Status::format, "{}: model.vocab must be an object", origin);
     int64_t max_id = -1;
+    int64_t max_id_at = -1;  // which entry holds it, for the message: -1 vocab, else added_tokens index
+    std::string max_id_token;
     std::vector<std::pair<int32_t, std::string>> model_tokens;
     model_tokens.reserve(vocab.size());
     for (const auto& [tok, idv] : vocab.items()) {
@@ -193,7 +218,10 @@ std::unique_ptr<TokenizerData> load_tokenizer(std::string_view text, const std::
         fail(Status::format, "{}: model.vocab[\"{}\"] must be a non-negative integer id", origin, tok);
       const int32_t id = idv.get<int32_t>();
       model_tokens.emplace_back(id, tok);
-      max_id = std::max<int64_t>(max_id, id);
+      if (id > max_id) {
+        max_id = id;
+        max_id_token = tok;
+      }
     }
 
     // ---- added tokens -------------------------------------------------------------------------
@@ -214,12 +242,27 @@ std::unique_ptr<TokenizerData> load_tokenizer(std::string_view text, const std::
         t.rstrip = opt_bool(at[i], "rstrip", false, origin, w);
         t.normalized = opt_bool(at[i], "normalized", !t.special, origin, w);
         t.single_word = opt_bool(at[i], "single_word", false, origin, w);
-        max_id = std::max<int64_t>(max_id, t.id);
+        if (t.id > max_id) {
+          max_id = t.id;
+          max_id_at = static_cast<int64_t>(i);
+        }
         added.push_back(std::move(t));
       }
     }
 
     // ---- id tables ----------------------------------------------------------------------------
+    // The tables hold one slot per id up to the largest (~40 bytes each), so the largest id is
+    // checked against the number of tokens before anything is sized by it: ids may leave holes
+    // (ids no token uses), but at most as many as there are tokens, plus 1024.
+    const size_t entries = model_tokens.size() + added.size();
+    if (max_id >= 0 && static_cast<uint64_t>(max_id) >= 2 * entries + 1024)
+      fail(Status::format,
+           "{}: {} has id {} but the file defines only {} tokens (ids may leave at most as many unused ids "
+           "as there are tokens, plus 1024)",
+           origin,
+           max_id_at < 0 ? fmt::format("model.vocab[{}]", json(max_id_token).dump(-1, ' ', false, json::error_handler_t::replace))
+                         : fmt::format("added_tokens[{}]", max_id_at),
+           max_id, entries);
     const size_t n = static_cast<size_t>(max_id + 1);
     d->id_token.assign(n, std::string());
     d->id_kind.assign(n, 0);
@@ -298,14 +341,14 @@ std::unique_ptr<TokenizerData> load_tokenizer(std::string_view text, const std::
     }
 
     // ---- pipeline -----------------------------------------------------------------------------
-    if (j.contains("normalizer")) check_normalizer(j.at("normalizer"), origin, "normalizer");
+    check_normalizer(opt_field(j, "normalizer"), origin, "normalizer");
     std::vector<PreStep> steps;
-    parse_pre(j.contains("pre_tokenizer") ? j.at("pre_tokenizer") : json(), origin, "pre_tokenizer", steps);
+    parse_pre(opt_field(j, "pre_tokenizer"), origin, "pre_tokenizer", steps);
     if (steps.empty() || !steps.back().byte_level)
       fail(Status::unsupported, "{}: pre_tokenizer must end with ByteLevel (only byte-level BPE is supported)", origin);
     d->pre = PreTokenizer(std::move(steps));
-    check_decoder(j.contains("decoder") ? j.at("decoder") : json(), origin, "decoder");
-    parse_post(j.contains("post_processor") ? j.at("post_processor") : json(), *d, origin, "post_processor");
+    check_decoder(opt_field(j, "decoder"), origin, "decoder");
+    parse_post(opt_field(j, "post_processor"), *d, origin, "post_processor");
     d->added = std::make_unique<AddedVocab>(std::move(added));
   } catch (const json::exception& e) {
     fail(Status::format, "{}: unexpected JSON content: {}", origin, e.what());
@@ -345,6 +388,8 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) fail(Status::io, "tokenizer file '{}' does not exist or is not a file", path);
+  if (const auto size = fs::file_size(path, ec); !ec && size > kMaxTokenizerJsonBytes)
+    fail(Status::format, "{}: {} bytes exceeds the {}-byte limit for tokenizer.json", path, size, kMaxTokenizerJsonBytes);
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(Status::io, "cannot open tokenizer file '{}'", path);
   std::ostringstream ss;
@@ -352,13 +397,18 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   if (in.bad()) fail(Status::io, "cannot read tokenizer file '{}'", path);
   // The sibling tokenizer_config.json (if any) names BOS / EOS for tokenizers whose
   // post-processor does not; a malformed one is ignored since it does not change encoding.
+  // Read with the same bounds as every other file (a too large or too deep one is ignored too).
   nlohmann::json cfg;
+  bool have_cfg = false;
   const fs::path cfg_path = fs::path(path).parent_path() / "tokenizer_config.json";
   if (fs::is_regular_file(cfg_path, ec)) {
-    std::ifstream cin(cfg_path, std::ios::binary);
-    cfg = nlohmann::json::parse(cin, nullptr, /*allow_exceptions=*/false);
+    try {
+      cfg = parse_json_file(cfg_path.string(), kMaxConfigJsonBytes);
+      have_cfg = true;
+    } catch (const Error&) {
+    }
   }
-  return Tokenizer(tok::load_tokenizer(ss.str(), path, cfg.is_discarded() ? nullptr : &cfg));
+  return Tokenizer(tok::load_tokenizer(ss.str(), path, have_cfg ? &cfg : nullptr));
 }
 
 }  // namespace dsv4

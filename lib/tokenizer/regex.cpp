@@ -6,6 +6,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "dsv4/error.hpp"
 #include "tokenizer_impl.hpp"
 
@@ -15,7 +18,11 @@ MatchScratch::MatchScratch() {
   // One ovector pair is enough: only the whole match is used (a pattern with groups still reports
   // the whole match in pair 0, with rc == 0 meaning "ovector too small").
   md_ = pcre2_match_data_create(1, nullptr);
-  if (!md_) throw std::bad_alloc();
+  mctx_ = pcre2_match_context_create(nullptr);
+  if (!md_ || !mctx_) {
+    if (md_) pcre2_match_data_free(md_);
+    throw std::bad_alloc();
+  }
 }
 
 MatchScratch::~MatchScratch() {
@@ -24,14 +31,25 @@ MatchScratch::~MatchScratch() {
   pcre2_match_data_free(md_);
 }
 
-pcre2_match_context* MatchScratch::big_stack_context() {
-  if (!mctx_) {
-    stack_ = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, nullptr);
-    mctx_ = pcre2_match_context_create(nullptr);
-    if (!stack_ || !mctx_) throw std::bad_alloc();
-    pcre2_jit_stack_assign(mctx_, nullptr, stack_);
-  }
+pcre2_match_context* MatchScratch::context(size_t subject_bytes) {
+  // PCRE2's default limits (10 M backtracking steps, 20 MB of interpreter heap) are per call and
+  // independent of the text, so one long match (a 10 M-character whitespace run is a single
+  // `\s+` piece) would fail although the pattern is linear. The budget grows with the text the call
+  // may look at instead: a linear pattern always fits, a pathological one still stops (with an
+  // error) after a bounded amount of work.
+  const uint64_t steps = std::min<uint64_t>(UINT32_MAX, 10'000'000 + 64 * static_cast<uint64_t>(subject_bytes));
+  pcre2_set_match_limit(mctx_, static_cast<uint32_t>(steps));
+  pcre2_set_depth_limit(mctx_, static_cast<uint32_t>(steps));
+  // Interpreter heap (KiB): 20 MB plus 64 bytes per subject byte.
+  pcre2_set_heap_limit(mctx_, static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX, 20'000 + subject_bytes / 16)));
   return mctx_;
+}
+
+void MatchScratch::grow_jit_stack() {
+  if (stack_) return;
+  stack_ = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, nullptr);
+  if (!stack_) throw std::bad_alloc();
+  pcre2_jit_stack_assign(mctx_, nullptr, stack_);
 }
 
 std::string translate_onig_pattern(std::string_view p, const std::string& what) {
@@ -114,15 +132,20 @@ Regex::~Regex() { pcre2_code_free(code_); }
 bool Regex::find(std::string_view subject, size_t start, MatchScratch& ms, size_t& mbeg, size_t& mend) const {
   const auto* s = reinterpret_cast<PCRE2_SPTR>(subject.data());
   // Input was validated as UTF-8 once per encode() call, so PCRE2's own check is skipped.
-  int rc = jit_ ? pcre2_jit_match(code_, s, subject.size(), start, PCRE2_NO_UTF_CHECK, ms.match_data(), nullptr)
-                : pcre2_match(code_, s, subject.size(), start, PCRE2_NO_UTF_CHECK, ms.match_data(), nullptr);
-  if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-    rc = pcre2_jit_match(code_, s, subject.size(), start, PCRE2_NO_UTF_CHECK, ms.match_data(), ms.big_stack_context());
+  pcre2_match_context* ctx = ms.context(subject.size() - std::min(start, subject.size()));
+  int rc = jit_ ? pcre2_jit_match(code_, s, subject.size(), start, PCRE2_NO_UTF_CHECK, ms.match_data(), ctx)
+                : pcre2_match(code_, s, subject.size(), start, PCRE2_NO_UTF_CHECK, ms.match_data(), ctx);
+  if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+    ms.grow_jit_stack();
+    rc = pcre2_jit_match(code_, s, subject.size(), start, PCRE2_NO_UTF_CHECK, ms.match_data(), ctx);
+  }
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc < 0) {
     PCRE2_UCHAR buf[256];
     pcre2_get_error_message(rc, buf, sizeof buf);
-    fail(Status::internal, "tokenizer regex match failed: {}", reinterpret_cast<const char*>(buf));
+    // Only a pathological pattern from the tokenizer file gets here (see MatchScratch::context).
+    fail(Status::unsupported, "tokenizer regex match failed on a {}-byte piece of text: {}", subject.size(),
+         reinterpret_cast<const char*>(buf));
   }
   const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(ms.match_data());
   mbeg = ov[0];
@@ -132,7 +155,7 @@ bool Regex::find(std::string_view subject, size_t start, MatchScratch& ms, size_
 
 bool Regex::match_prefix(std::string_view s, MatchScratch& ms, size_t& mend) const {
   const int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), 0,
-                             PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, ms.match_data(), nullptr);
+                             PCRE2_ANCHORED | PCRE2_NO_UTF_CHECK, ms.match_data(), ms.context(s.size()));
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc < 0) fail(Status::internal, "tokenizer regex match failed (code {})", rc);
   mend = pcre2_get_ovector_pointer(ms.match_data())[1];

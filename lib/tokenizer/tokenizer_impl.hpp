@@ -46,7 +46,9 @@ class MatchScratch {
   MatchScratch(const MatchScratch&) = delete;
   MatchScratch& operator=(const MatchScratch&) = delete;
   pcre2_real_match_data_8* match_data() { return md_; }
-  pcre2_real_match_context_8* big_stack_context();  // created on first JIT stack overflow
+  // The match context for one call over `subject_bytes` bytes: limits scaled to the text.
+  pcre2_real_match_context_8* context(size_t subject_bytes);
+  void grow_jit_stack();  // after a JIT stack overflow: a 64 MB stack from then on
 
  private:
   pcre2_real_match_data_8* md_ = nullptr;
