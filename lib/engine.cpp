@@ -125,6 +125,24 @@ std::unique_ptr<Backend> make_backend(const std::string& name, const std::string
   fail(Status::unsupported, "unknown backend '{}' (available: {})", name, names);
 }
 
+size_t state_budget(const BackendOptions& opt, const StateCost& cost) {
+  if (opt.state_budget_bytes) return opt.state_budget_bytes;
+  if (opt.max_sequences > 0 && opt.max_context > 0)
+    return static_cast<size_t>(opt.max_sequences) * cost.bytes_for(opt.max_context);
+  return 0;
+}
+
+StateMemory memory_report(const StatePool& pool, int64_t sequences, int64_t snapshots) {
+  StateMemory m;
+  m.cost = pool.cost();
+  m.budget = pool.budget();
+  m.used = pool.used();
+  m.free = pool.free();
+  m.sequences = sequences;
+  m.snapshots = snapshots;
+  return m;
+}
+
 const std::string* find_param(const BackendOptions& opt, const std::string& key) {
   const std::string* v = nullptr;
   for (const auto& [k, val] : opt.params)

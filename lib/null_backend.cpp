@@ -29,10 +29,7 @@ class NullBackend final : public Backend {
   NullBackend(const ModelConfig& cfg, const BackendOptions& opt) : cfg_(cfg) {
     check_params(opt, "null", {});
     const StateCost cost = state_cost(cfg_, opt.rollback_tokens);
-    size_t budget = opt.state_budget_bytes;
-    if (!budget && opt.max_sequences > 0 && opt.max_context > 0)
-      budget = static_cast<size_t>(opt.max_sequences) * cost.bytes_for(opt.max_context);
-    pool_ = std::make_unique<StatePool>(cost, budget);
+    pool_ = std::make_unique<StatePool>(cost, state_budget(opt, cost));
   }
   std::string name() const override { return "null"; }
   const ModelConfig& config() const override { return cfg_; }
@@ -115,14 +112,7 @@ class NullBackend final : public Backend {
   }
   StateMemory memory() const override {
     std::lock_guard<std::mutex> lk(mu_);
-    StateMemory m;
-    m.cost = pool_->cost();
-    m.budget = pool_->budget();
-    m.used = pool_->used();
-    m.free = pool_->free();
-    m.sequences = static_cast<int64_t>(seqs_.size());
-    m.snapshots = static_cast<int64_t>(snaps_.size());
-    return m;
+    return memory_report(*pool_, static_cast<int64_t>(seqs_.size()), static_cast<int64_t>(snaps_.size()));
   }
 
   StepId submit(std::span<const ForwardChunk> batch) override {

@@ -184,7 +184,11 @@ std::span<const BackendEntry> registered_backends();
 std::unique_ptr<Backend> make_backend(const std::string& name, const std::string& dir, const ModelConfig& cfg,
                                       const BackendOptions& opt, const Logger& log);
 
-// Reads a backend-specific integer / string setting from opt.params; helpers for backends.
+// Helpers for backends. The pool budget BackendOptions asks for (state_budget_bytes, else
+// max_sequences × bytes_for(max_context), else 0 = unlimited), and memory() from a pool.
+size_t state_budget(const BackendOptions& opt, const StateCost& cost);
+StateMemory memory_report(const StatePool& pool, int64_t sequences, int64_t snapshots);
+// Reads a backend-specific integer / string setting from opt.params.
 const std::string* find_param(const BackendOptions& opt, const std::string& key);
 void check_params(const BackendOptions& opt, const std::string& backend, std::span<const char* const> known);
 

@@ -22,36 +22,38 @@ DSV4_HD void round_bf16_n(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = round_bf16(x[i]);
 }
 
+namespace detail {
+// One block-scaled quantise-dequantise pass: per block of `block` elements s = e8m0(scale_code(amax)),
+// x ← decode(encode(clamp(x/s, ±limit))) · s (x/s exact: s is a power of two), rounded to bf16 when
+// asked.
+template <typename ScaleCode, typename Encode, typename Decode>
+DSV4_HD void block_qdq(float* x, int64_t n, int block, float limit, bool bf16, ScaleCode scale_code, Encode enc,
+                       Decode dec) {
+  for (int64_t b = 0; b < n; b += block) {
+    const int64_t e = b + block < n ? b + block : n;
+    float amax = 0.0f;
+    for (int64_t i = b; i < e; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
+    const float s = e8m0_to_f32(scale_code(amax));
+    for (int64_t i = b; i < e; ++i) {
+      float v = x[i] / s;
+      v = v > limit ? limit : (v < -limit ? -limit : v);
+      const float q = dec(enc(v)) * s;
+      x[i] = bf16 ? round_bf16(q) : q;
+    }
+  }
+}
+}  // namespace detail
+
 // §5.1: x[n] ← its FP8 1×`block` quantisation, dequantised (e4m3(clamp(x/s)) · s with the
 // power-of-two scale of each block). The GEMM on these values with exactly dequantised weights is
 // the FP8×FP8 GEMM up to the f32 accumulation order.
 DSV4_HD void fp8_act_quant_dequant(float* x, int64_t n, int block = 128) {
-  for (int64_t b = 0; b < n; b += block) {
-    const int64_t e = b + block < n ? b + block : n;
-    float amax = 0.0f;
-    for (int64_t i = b; i < e; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
-    const float s = e8m0_to_f32(fp8_act_scale_e8m0(amax));
-    for (int64_t i = b; i < e; ++i) {
-      float v = x[i] / s;  // exact: s is a power of two
-      v = v > 448.0f ? 448.0f : (v < -448.0f ? -448.0f : v);
-      x[i] = e4m3_to_f32(f32_to_e4m3(v)) * s;
-    }
-  }
+  detail::block_qdq(x, n, block, 448.0f, false, fp8_act_scale_e8m0, f32_to_e4m3, e4m3_to_f32);
 }
 
 // §5.2: in-place FP8 simulation of KV non-rope dims, blocks of 64, result rounded to bf16.
 DSV4_HD void fp8_simulate_bf16(float* x, int64_t n, int block = 64) {
-  for (int64_t b = 0; b < n; b += block) {
-    const int64_t e = b + block < n ? b + block : n;
-    float amax = 0.0f;
-    for (int64_t i = b; i < e; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
-    const float s = e8m0_to_f32(fp8_act_scale_e8m0(amax));
-    for (int64_t i = b; i < e; ++i) {
-      float v = x[i] / s;
-      v = v > 448.0f ? 448.0f : (v < -448.0f ? -448.0f : v);
-      x[i] = round_bf16(e4m3_to_f32(f32_to_e4m3(v)) * s);
-    }
-  }
+  detail::block_qdq(x, n, block, 448.0f, true, fp8_act_scale_e8m0, f32_to_e4m3, e4m3_to_f32);
 }
 
 // §5.3: Sylvester Walsh–Hadamard of size n (a power of two: 128 in the released model, smaller in
@@ -72,17 +74,7 @@ DSV4_HD void hadamard_bf16(float* x, int n) {
 // §5.3: FP4 simulation per 32-element block: s = 2^ceil(log2(max(amax, 6·2^-126)/6)),
 // x ← bf16(e2m1(clamp(x/s, ±6)) · s).
 DSV4_HD void fp4_simulate_bf16(float* x, int64_t n, int block = 32) {
-  for (int64_t b = 0; b < n; b += block) {
-    const int64_t e = b + block < n ? b + block : n;
-    float amax = 0.0f;
-    for (int64_t i = b; i < e; ++i) amax = std::fabs(x[i]) > amax ? std::fabs(x[i]) : amax;
-    const float s = e8m0_to_f32(fp4_act_scale_e8m0(amax));
-    for (int64_t i = b; i < e; ++i) {
-      float v = x[i] / s;
-      v = v > 6.0f ? 6.0f : (v < -6.0f ? -6.0f : v);
-      x[i] = round_bf16(e2m1_to_f32(f32_to_e2m1(v)) * s);
-    }
-  }
+  detail::block_qdq(x, n, block, 6.0f, true, fp4_act_scale_e8m0, f32_to_e2m1, e2m1_to_f32);
 }
 
 // §3.5.1 [OFF]: the per-head unweighted RMS norm in bf16 tensor arithmetic:

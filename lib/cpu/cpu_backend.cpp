@@ -43,12 +43,6 @@ bool parse_ties(const BackendOptions& opt) {
   fail(Status::invalid_argument, "cpu backend: indexer_ties '{}' must be 'lowest' or 'torch-cpu'", *v);
 }
 
-size_t pool_budget(const BackendOptions& opt, const StateCost& cost) {
-  if (opt.state_budget_bytes) return opt.state_budget_bytes;
-  if (opt.max_sequences > 0 && opt.max_context > 0)
-    return static_cast<size_t>(opt.max_sequences) * cost.bytes_for(opt.max_context);
-  return 0;
-}
 }  // namespace
 
 CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log)
@@ -75,7 +69,7 @@ CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const Bac
   w_ = load_weights(*ckpt_, cfg_, kDenseBudgetBytes);
   layout_ = state_layout(cfg_, opt.rollback_tokens);
   const StateCost cost = state_cost(cfg_, opt.rollback_tokens);
-  state_pool_ = std::make_unique<StatePool>(cost, pool_budget(opt, cost));
+  state_pool_ = std::make_unique<StatePool>(cost, state_budget(opt, cost));
   rope_sliding_.inv_freq = cfg_.rope_inv_freq(false);
   rope_compressed_.inv_freq = cfg_.rope_inv_freq(true);
   hc_ = HcShape{cfg_.hc_mult, cfg_.hidden_size, cfg_.hc_sinkhorn_iters, cfg_.hc_eps, cfg_.rms_norm_eps, official_};
@@ -222,14 +216,7 @@ void CpuBackend::release_snapshot(SnapshotHandle s) {
 
 StateMemory CpuBackend::memory() const {
   std::lock_guard<std::mutex> lk(mu_);
-  StateMemory m;
-  m.cost = state_pool_->cost();
-  m.budget = state_pool_->budget();
-  m.used = state_pool_->used();
-  m.free = state_pool_->free();
-  m.sequences = static_cast<int64_t>(seqs_.size());
-  m.snapshots = static_cast<int64_t>(snapshots_.size());
-  return m;
+  return memory_report(*state_pool_, static_cast<int64_t>(seqs_.size()), static_cast<int64_t>(snapshots_.size()));
 }
 
 StepId CpuBackend::submit(std::span<const ForwardChunk> batch) {
