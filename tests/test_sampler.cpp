@@ -178,7 +178,7 @@ std::vector<double> log_softmax(const std::vector<float>& l) {
 }
 }  // namespace
 
-TEST_CASE("same seed, same draws; another seed, other draws", "[sampler]") {
+TEST_CASE("same seed, same draws, another seed, other draws", "[sampler]") {
   const auto l = random_logits(301, 7);
   dsv4::SamplerParams p;
   p.temperature = 1.3f;
@@ -305,7 +305,7 @@ TEST_CASE("invalid parameters and empty rows are rejected", "[sampler]") {
   REQUIRE_THROWS_AS(s.sample({}, {}), dsv4::Error);
 }
 
-TEST_CASE("frequency penalty scales with the count, presence does not; repetition penalty on negatives", "[sampler]") {
+TEST_CASE("frequency penalty scales with the count, presence does not, repetition penalty on negatives", "[sampler]") {
   // a = 3.0 seen twice, b = 2.0 seen once, c = 1.5 unseen.
   const std::vector<float> l = {3.0f, 2.0f, 1.5f};
   const std::vector<int32_t> hist = {0, 0, 1};
@@ -595,7 +595,7 @@ TEST_CASE("logit_bias bans and forces tokens", "[sampler]") {
   }
 }
 
-TEST_CASE("frequency / presence count generated tokens only; repetition penalty counts the prompt", "[sampler]") {
+TEST_CASE("frequency and presence count generated tokens only, repetition penalty counts the prompt", "[sampler]") {
   auto l = random_logits(50, 707);
   const auto order = ranked(l);
   const int32_t best = order[0], second = order[1];
@@ -859,7 +859,7 @@ TEST_CASE("errors name the token: NaN / +inf from the model, overflow after bias
   CHECK(error_of([&] { plain.sample(banned, st); }).status() == dsv4::Status::invalid_argument);
 }
 
-TEST_CASE("-inf logits are banned tokens in every path", "[sampler]") {
+TEST_CASE("negative-infinity logits are banned tokens in every path", "[sampler]") {
   auto l = random_logits(2000, 131, 1.0f);
   std::mt19937 g(132);
   std::set<int32_t> banned;

@@ -273,7 +273,7 @@ TEST_CASE("refusals name their reason", "[scheduler]") {
   REQUIRE_THROWS_AS(Scheduler(m->backend(), nullptr, SchedulerOptions{0}), dsv4::Error);
 }
 
-TEST_CASE("streamed pieces add up to the text; stop strings are held back and excluded", "[scheduler]") {
+TEST_CASE("streamed pieces add up to the text and stop strings are held back and excluded", "[scheduler]") {
   dsv4::LoadOptions o;
   auto m = dsv4_test::load_small(o, /*with_tokenizer=*/true);
   REQUIRE(m->tokenizer());
