@@ -98,16 +98,17 @@ TEST_CASE("robustness: completion parsing is linear in the number of invokes and
 TEST_CASE("robustness: chat encoding bounds the depth of JSON built in code", "[robustness][chat]") {
   // parse_json_limited already refuses deep text; a value built in code (bindings, servers) could
   // still nest 100,000 deep and overflow the stack in the encoder's recursive copies and dumps.
-  Json deep = Json::array();
-  Json* cur = &deep;
+  // (Built in place: copying it here would overflow the stack of the test itself.)
+  Json messages = Json::array();
+  messages.push_back({{"role", "user"}, {"content", "hi"}});
+  messages.push_back({{"role", "assistant"}, {"content", ""},
+                      {"tool_calls", Json::array({{{"type", "function"}, {"function", {{"name", "f"}, {"arguments", nullptr}}}}})}});
+  Json* cur = &messages[1]["tool_calls"][0]["function"]["arguments"];
+  *cur = Json::array();
   for (int i = 0; i < 100000; ++i) {
     cur->push_back(Json::array());
     cur = &cur->back();
   }
-  Json messages = Json::array();
-  messages.push_back({{"role", "user"}, {"content", "hi"}});
-  messages.push_back({{"role", "assistant"}, {"content", ""},
-                      {"tool_calls", Json::array({{{"type", "function"}, {"function", {{"name", "f"}, {"arguments", deep}}}}})}});
   try {
     chat::encode_messages(messages, chat::ThinkingMode::chat);
     FAIL("no error");
@@ -115,8 +116,10 @@ TEST_CASE("robustness: chat encoding bounds the depth of JSON built in code", "[
     CHECK(e.status() == Status::invalid_argument);
     CHECK(std::string(e.what()).find("nested deeper than 512") != std::string::npos);
   }
-  Json request = {{"messages", messages}, {"thinking_mode", "chat"}};
+  Json request = {{"thinking_mode", "chat"}};
+  request["messages"] = std::move(messages);
   CHECK_THROWS_AS(chat::encode_request(request), Error);
+  messages = std::move(request["messages"]);
   // Depth within the limit still renders.
   Json ok = Json::array();
   cur = &ok;
