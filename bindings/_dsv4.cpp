@@ -513,7 +513,7 @@ class Model {
   Model(const std::string& path, const std::string& backend, int experts_per_token, int threads,
         const std::vector<int32_t>& device_ids, bool load_tokenizer, std::optional<int> log_level,
         uint64_t state_budget_bytes, int64_t max_sequences, int64_t max_context, int rollback_tokens,
-        const std::map<std::string, py::object>& backend_params)
+        const std::map<std::string, py::object>& backend_params, const std::string& numerics)
       : h_(std::make_shared<ModelHolder>()) {
     dsv4_model_params p = dsv4_model_default_params();
     p.backend = backend.c_str();
@@ -527,6 +527,9 @@ class Model {
     p.max_sequences = max_sequences;
     p.max_context = max_context;
     p.rollback_tokens = rollback_tokens;
+    if (numerics == "official") p.numerics = DSV4_NUMERICS_OFFICIAL;
+    else if (numerics != "reference")
+      throw py::value_error("numerics must be 'reference' or 'official', not '" + numerics + "'");
     // {"threads": 4, "indexer_ties": "lowest"} → "threads=4,indexer_ties=lowest"
     std::string settings;
     for (const auto& [k, v] : backend_params) {
@@ -955,12 +958,13 @@ PYBIND11_MODULE(_dsv4, m) {
 
   py::class_<Model>(m, "Model", "A loaded DeepSeek-V4 checkpoint folder.")
       .def(py::init<const std::string&, const std::string&, int, int, const std::vector<int32_t>&, bool,
-                    std::optional<int>, uint64_t, int64_t, int64_t, int, const std::map<std::string, py::object>&>(),
+                    std::optional<int>, uint64_t, int64_t, int64_t, int, const std::map<std::string, py::object>&,
+                    const std::string&>(),
            py::arg("path"), py::kw_only(), py::arg("backend") = "cpu", py::arg("experts_per_token") = 0,
            py::arg("threads") = 0, py::arg("device_ids") = std::vector<int32_t>{}, py::arg("load_tokenizer") = true,
            py::arg("log_level") = py::none(), py::arg("state_budget_bytes") = 0, py::arg("max_sequences") = 0,
            py::arg("max_context") = 0, py::arg("rollback_tokens") = 16,
-           py::arg("backend_params") = std::map<std::string, py::object>{})
+           py::arg("backend_params") = std::map<std::string, py::object>{}, py::arg("numerics") = "reference")
       .def_property_readonly("tokenizer", &Model::tokenizer)
       .def("session", &Model::session, py::arg("max_context") = 0)
       .def_property_readonly("info", [](const Model& mo) {

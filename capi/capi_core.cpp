@@ -157,6 +157,7 @@ dsv4_model_params dsv4_model_default_params(void) {
   p.max_context = d.max_context;
   p.rollback_tokens = d.rollback_tokens;
   p.backend_params = nullptr;
+  p.numerics = DSV4_NUMERICS_REFERENCE;
   return p;
 }
 
@@ -173,7 +174,9 @@ dsv4_status dsv4_model_load(const char* path, const dsv4_model_params* params, d
       fail(Status::invalid_argument, "dsv4_model_params.experts_per_token {} is negative", p.experts_per_token);
     if (p.n_device_ids && !p.device_ids)
       fail(Status::invalid_argument, "dsv4_model_params.device_ids is NULL but n_device_ids is {}", p.n_device_ids);
-    if (p.pad_) fail(Status::invalid_argument, "dsv4_model_params.pad_ must be zero (use dsv4_model_default_params)");
+    if (p.numerics != DSV4_NUMERICS_REFERENCE && p.numerics != DSV4_NUMERICS_OFFICIAL)
+      fail(Status::invalid_argument, "dsv4_model_params.numerics {} is not a dsv4_numerics (0 reference, 1 official)",
+           p.numerics);
     if (p.max_sequences < 0)
       fail(Status::invalid_argument, "dsv4_model_params.max_sequences {} is negative", p.max_sequences);
     if (p.max_context < 0)
@@ -189,6 +192,7 @@ dsv4_status dsv4_model_load(const char* path, const dsv4_model_params* params, d
     opt.max_sequences = p.max_sequences;
     opt.max_context = p.max_context;
     opt.rollback_tokens = p.rollback_tokens;
+    opt.numerics = p.numerics == DSV4_NUMERICS_OFFICIAL ? Numerics::official : Numerics::reference;
     opt.backend_params = capi::parse_backend_params(p.backend_params);
     // n_threads is the cpu backend's "threads" setting; the other backends have no such setting.
     if (p.n_threads != 0 && opt.backend == "cpu") {

@@ -32,7 +32,7 @@ extern "C" {
 /* ---- versions -------------------------------------------------------------------------------- */
 
 #define DSV4_VERSION_MAJOR 0
-#define DSV4_VERSION_MINOR 2
+#define DSV4_VERSION_MINOR 3
 #define DSV4_VERSION_PATCH 0
 /* Bumped on any incompatible change to this header; equals the library's SONAME number
  * (libdsv4.so.<DSV4_ABI_VERSION>). Compare with dsv4_abi_version() at run time. */
@@ -94,9 +94,15 @@ typedef enum dsv4_log_level {
   DSV4_LOG_OFF = 4
 } dsv4_log_level;
 
+typedef enum dsv4_numerics {
+  DSV4_NUMERICS_REFERENCE = 0,
+  DSV4_NUMERICS_OFFICIAL = 1
+} dsv4_numerics;
+
 typedef struct dsv4_model_params {
   /* A backend of this build: "cpu" (reference, f32), "null" (no model computation: ids from a hash,
-   * for measuring scheduling overhead), "cuda" when built in. NULL = "cpu". */
+   * for measuring scheduling overhead), "cuda" when built in (the whole forward on one GPU;
+   * device_ids[0], default 0). NULL = "cpu". */
   const char* backend;
   int32_t experts_per_token; /* 0 = the config's; K' < K applies the 4-Expert transformation */
   int32_t n_threads;         /* cpu backend: worker threads (its setting "threads"); 0 = hardware
@@ -113,7 +119,10 @@ typedef struct dsv4_model_params {
   int64_t max_sequences;
   int64_t max_context;
   int32_t rollback_tokens;   /* dsv4_session_truncate reaches this many tokens back (default 16) */
-  int32_t pad_;              /* must be zero */
+  /* A dsv4_numerics: DSV4_NUMERICS_REFERENCE (0, the default: f32 on exactly dequantised weights) or
+   * DSV4_NUMERICS_OFFICIAL (DeepSeek's bf16 run with FP8 activation quantisation; the CUDA backend's
+   * arithmetic). Since 0.3 (the field was padding that had to be zero). */
+  int32_t numerics;
   /* Backend-specific settings, NULL or "key=value,key=value" (cpu: threads=N, indexer_ties=lowest|
    * torch-cpu; null: none). An unknown key is DSV4_ERR_INVALID_ARGUMENT naming the known ones;
    * "threads" here and a non-zero n_threads together are DSV4_ERR_INVALID_ARGUMENT. Since 0.2. */

@@ -4,6 +4,9 @@
 #include "dsv4/backend.hpp"
 #include "dsv4/cpu/cpu_backend.hpp"
 #include "dsv4/null_backend.hpp"
+#ifdef DSV4_HAVE_CUDA
+#include "dsv4/cuda/cuda_backend.hpp"
+#endif
 
 namespace dsv4 {
 namespace {
@@ -14,6 +17,10 @@ std::unique_ptr<Backend> make_cpu(const std::string& dir, const ModelConfig& cfg
 
 constexpr BackendEntry kBackends[] = {
     {"cpu", "reference f32 on exactly dequantised weights (host memory)", &make_cpu},
+#ifdef DSV4_HAVE_CUDA
+    {"cuda", "the whole forward on one NVIDIA GPU (sm_90a), weights in their FP8 / FP4 checkpoint formats",
+     &cuda::make_cuda_backend},
+#endif
     {"null", "no model computation: scheduling and serving overhead (ids from a hash of the sequence)",
      &make_null_backend},
 };

@@ -112,6 +112,65 @@ void put_f32(std::vector<uint8_t>& b, int64_t n, Rng& r, float scale, float offs
 constexpr float kSqrt3 = 1.7320508f;  // uniform[-√3, √3] has unit variance
 }  // namespace
 
+void generate_tensor(const ModelConfig& cfg, const TensorSpec& s, uint64_t seed, std::vector<uint8_t>& b,
+                     std::vector<uint8_t>& pending_scale) {
+  Rng r{name_hash(seed, s.name)};
+  int64_t n = 1;  // elements as stored (packed FP4 pairs count as one I8)
+  for (int64_t d : s.shape) n *= d;
+  const float w_std = s.fan_in > 0 ? 1.0f / std::sqrt(static_cast<float>(s.fan_in)) : 1.0f;
+  switch (s.role) {
+    case TensorRole::embedding: put_bf16(b, n, r, kSqrt3); break;
+    case TensorRole::linear_bf16: put_bf16(b, n, r, kSqrt3 * w_std); break;
+    case TensorRole::norm: put_bf16(b, n, r, 0.1f, 1.0f); break;
+    case TensorRole::hc_fn: put_f32(b, n, r, kSqrt3 * w_std); break;
+    case TensorRole::hc_base: put_f32(b, n, r, 0.5f); break;
+    case TensorRole::hc_scale: put_f32(b, n, r, 0.5f, 1.0f); break;
+    case TensorRole::sink: put_f32(b, n, r, 2.0f, 1.0f); break;   // large sinks cover the sink path
+    case TensorRole::ape: put_f32(b, n, r, 0.5f); break;
+    case TensorRole::router_bias: put_f32(b, n, r, 0.5f); break;  // non-zero: selection ≠ unbiased top-K
+    case TensorRole::tid2eid: {
+      const int64_t rows = s.shape[0], cols = s.shape[1];
+      std::vector<int64_t> ids(static_cast<size_t>(rows * cols));
+      std::vector<int64_t> perm(static_cast<size_t>(cfg.n_routed_experts));
+      for (int64_t row = 0; row < rows; ++row) {  // distinct ids per row: partial Fisher–Yates
+        for (size_t e = 0; e < perm.size(); ++e) perm[e] = static_cast<int64_t>(e);
+        for (int64_t k = 0; k < cols; ++k) {
+          size_t j = static_cast<size_t>(k) + r.next() % (perm.size() - static_cast<size_t>(k));
+          std::swap(perm[static_cast<size_t>(k)], perm[j]);
+          ids[static_cast<size_t>(row * cols + k)] = perm[static_cast<size_t>(k)];
+        }
+      }
+      put(b, ids);
+      break;
+    }
+    case TensorRole::fp8_weight: {
+      std::vector<float> w(static_cast<size_t>(n));
+      for (auto& x : w) x = kSqrt3 * w_std * r.symmetric();
+      Fp8Quantized q = quantize_fp8_block(w.data(), s.shape[0], s.shape[1], cfg.fp8_block_out, cfg.fp8_block_in);
+      b = std::move(q.codes);
+      pending_scale = std::move(q.scales);
+      break;
+    }
+    case TensorRole::fp4_weight: {
+      // Uniform random codes (rms 2.93) with per-32 scales near 1/(2.93·√fan_in), jittered by one
+      // binade so the scales really vary; fast enough for Flash-width experts.
+      b.resize(static_cast<size_t>(n));
+      for (int64_t k = 0; k < n; k += 8) {
+        uint64_t v = r.next();
+        for (int64_t j = 0; j < 8 && k + j < n; ++j) b[static_cast<size_t>(k + j)] = static_cast<uint8_t>(v >> (8 * j));
+      }
+      const int base = 127 + static_cast<int>(std::lround(std::log2(w_std / 2.93f)));
+      const int64_t in = s.shape[1] * 2, sc = (in + cfg.fp4_block - 1) / cfg.fp4_block;
+      pending_scale.resize(static_cast<size_t>(s.shape[0] * sc));
+      for (auto& e : pending_scale) e = static_cast<uint8_t>(base + static_cast<int>(r.next() % 3) - 1);
+      break;
+    }
+    case TensorRole::fp8_scale:
+    case TensorRole::fp4_scale:
+      fail(Status::internal, "make-model: scale '{}' comes with its weight", s.name);
+  }
+}
+
 size_t generate_model(const ModelConfig& cfg, const GenerateOptions& opt, const Logger& log) {
   if (opt.out_dir.empty()) fail(Status::invalid_argument, "make-model: --out is required");
   fs::create_directories(opt.out_dir);
@@ -130,63 +189,13 @@ size_t generate_model(const ModelConfig& cfg, const GenerateOptions& opt, const 
   auto last = t0;
   auto fill = [&](size_t i, std::vector<uint8_t>& b) {
     const TensorSpec& s = specs[i];
-    Rng r{name_hash(opt.seed, s.name)};
-    const int64_t n = headers[i].nbytes() / dtype_size(s.dtype);
-    const float w_std = s.fan_in > 0 ? 1.0f / std::sqrt(static_cast<float>(s.fan_in)) : 1.0f;
-    switch (s.role) {
-      case TensorRole::embedding: put_bf16(b, n, r, kSqrt3); break;
-      case TensorRole::linear_bf16: put_bf16(b, n, r, kSqrt3 * w_std); break;
-      case TensorRole::norm: put_bf16(b, n, r, 0.1f, 1.0f); break;
-      case TensorRole::hc_fn: put_f32(b, n, r, kSqrt3 * w_std); break;
-      case TensorRole::hc_base: put_f32(b, n, r, 0.5f); break;
-      case TensorRole::hc_scale: put_f32(b, n, r, 0.5f, 1.0f); break;
-      case TensorRole::sink: put_f32(b, n, r, 2.0f, 1.0f); break;   // large sinks cover the sink path
-      case TensorRole::ape: put_f32(b, n, r, 0.5f); break;
-      case TensorRole::router_bias: put_f32(b, n, r, 0.5f); break;  // non-zero: selection ≠ unbiased top-K
-      case TensorRole::tid2eid: {
-        const int64_t rows = s.shape[0], cols = s.shape[1];
-        std::vector<int64_t> ids(static_cast<size_t>(rows * cols));
-        std::vector<int64_t> perm(static_cast<size_t>(cfg.n_routed_experts));
-        for (int64_t row = 0; row < rows; ++row) {  // distinct ids per row: partial Fisher–Yates
-          for (size_t e = 0; e < perm.size(); ++e) perm[e] = static_cast<int64_t>(e);
-          for (int64_t k = 0; k < cols; ++k) {
-            size_t j = static_cast<size_t>(k) + r.next() % (perm.size() - static_cast<size_t>(k));
-            std::swap(perm[static_cast<size_t>(k)], perm[j]);
-            ids[static_cast<size_t>(row * cols + k)] = perm[static_cast<size_t>(k)];
-          }
-        }
-        put(b, ids);
-        break;
-      }
-      case TensorRole::fp8_weight: {
-        std::vector<float> w(static_cast<size_t>(n));
-        for (auto& x : w) x = kSqrt3 * w_std * r.symmetric();
-        Fp8Quantized q = quantize_fp8_block(w.data(), s.shape[0], s.shape[1], cfg.fp8_block_out, cfg.fp8_block_in);
-        b = std::move(q.codes);
-        pending_scale = std::move(q.scales);
-        break;
-      }
-      case TensorRole::fp4_weight: {
-        // Uniform random codes (rms 2.93) with per-32 scales near 1/(2.93·√fan_in), jittered by one
-        // binade so the scales really vary; fast enough for Flash-width experts.
-        b.resize(static_cast<size_t>(n));
-        for (int64_t k = 0; k < n; k += 8) {
-          uint64_t v = r.next();
-          for (int64_t j = 0; j < 8 && k + j < n; ++j) b[static_cast<size_t>(k + j)] = static_cast<uint8_t>(v >> (8 * j));
-        }
-        const int base = 127 + static_cast<int>(std::lround(std::log2(w_std / 2.93f)));
-        const int64_t in = s.shape[1] * 2, sc = (in + cfg.fp4_block - 1) / cfg.fp4_block;
-        pending_scale.resize(static_cast<size_t>(s.shape[0] * sc));
-        for (auto& e : pending_scale) e = static_cast<uint8_t>(base + static_cast<int>(r.next() % 3) - 1);
-        break;
-      }
-      case TensorRole::fp8_scale:
-      case TensorRole::fp4_scale:
-        if (pending_scale.size() != static_cast<size_t>(n))
-          fail(Status::internal, "make-model: scale '{}' does not follow its weight", s.name);
-        b = std::move(pending_scale);
-        pending_scale.clear();
-        break;
+    if (s.role == TensorRole::fp8_scale || s.role == TensorRole::fp4_scale) {
+      if (pending_scale.size() != headers[i].nbytes())
+        fail(Status::internal, "make-model: scale '{}' does not follow its weight", s.name);
+      b = std::move(pending_scale);
+      pending_scale.clear();
+    } else {
+      generate_tensor(cfg, s, opt.seed, b, pending_scale);
     }
     done += b.size();
     auto now = std::chrono::steady_clock::now();

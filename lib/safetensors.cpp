@@ -243,6 +243,15 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   for (const auto& t : shards_[0]->tensors()) by_name_[t.name] = &t;
 }
 
+std::unique_ptr<Checkpoint> Checkpoint::from_views(const std::string& label, std::vector<TensorView> views) {
+  std::unique_ptr<Checkpoint> c(new Checkpoint());
+  c->dir_ = label;
+  c->views_ = std::move(views);
+  for (const TensorView& t : c->views_)
+    if (!c->by_name_.emplace(t.name, &t).second) fail(Status::format, "{}: tensor '{}' given twice", label, t.name);
+  return c;
+}
+
 const TensorView* Checkpoint::find(const std::string& name) const {
   auto it = by_name_.find(name);
   return it == by_name_.end() ? nullptr : it->second;

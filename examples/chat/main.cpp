@@ -59,6 +59,7 @@ const char* kUsage = R"(usage: dsv4-chat MODEL_DIR [options]
   --backend cpu|cuda       (default cpu)
   --experts-per-token K    load-time expert override (4-Expert transformation)
   --device ID[,ID...]      CUDA devices
+  --numerics reference|official  arithmetic (default reference; official = DeepSeek's bf16 run)
   --no-color               never use terminal colours
   --stats                  print usage statistics after each answer
 Interactive commands: /think on|off, /system TEXT, /reset, /stats, /help, /quit (Ctrl-D).
@@ -79,6 +80,7 @@ struct Options {
   std::string backend = "cpu";
   int experts_per_token = 0;
   std::vector<int32_t> devices;
+  int32_t numerics = DSV4_NUMERICS_REFERENCE;
   bool color = true;
   bool stats = false;
 };
@@ -151,6 +153,10 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--device") {
       std::stringstream ss(next());
       for (std::string id; std::getline(ss, id, ',');) o.devices.push_back(to_int32(a, id, 0));
+    } else if (a == "--numerics") {
+      const std::string v = next();
+      if (v == "official") o.numerics = DSV4_NUMERICS_OFFICIAL;
+      else if (v != "reference") usage_error("--numerics must be reference or official, not " + v);
     } else if (a == "--no-color") o.color = false;
     else if (a == "--stats") o.stats = true;
     else if (a.rfind("-", 0) == 0) usage_error("unknown option " + a);
@@ -476,6 +482,7 @@ int run(const Options& o) {
   mp.experts_per_token = o.experts_per_token;
   mp.device_ids = o.devices.empty() ? nullptr : o.devices.data();
   mp.n_device_ids = o.devices.size();
+  mp.numerics = o.numerics;
   const bool interactive = !o.prompt && isatty(0);
   if (interactive) std::fprintf(stderr, "loading %s ...\n", o.model.c_str());
   dsv4_model* m = nullptr;

@@ -27,6 +27,8 @@ constexpr const char* kUsage = R"(usage: dsv4 serve MODEL_DIR [flags]
   --api-key KEY               require "Authorization: Bearer KEY" on /v1/*, /tokenize, /detokenize
                               (default: $DSV4_API_KEY, else $VLLM_API_KEY, else none)
   --backend cpu|cuda|null     (default cpu; null = no model math, for load tests)
+  --device N                  CUDA device for --backend cuda (default 0)
+  --numerics reference|official  arithmetic (default reference; official = DeepSeek's bf16 run)
   --experts-per-token K       load-time expert override (4-Expert transformation)
   --threads N                 CPU backend threads (default: all cores)
   --state-budget-bytes N      sequence-state memory budget (default: unlimited on the CPU)
@@ -80,7 +82,7 @@ int cmd_serve(const Args& args) {
   Flags f(args, {"model", "host", "port", "served-model-name", "api-key", "backend", "experts-per-token", "threads",
                  "state-budget-bytes", "max-model-len", "max-num-seqs", "max-num-batched-tokens", "max-waiting", "max-n",
                  "preemption", "max-tokens-limit", "max-body-bytes", "timeout", "request-timeout", "workers",
-                 "max-queued-tokens", "log-level"});
+                 "max-queued-tokens", "log-level", "device", "numerics"});
   server::ServerOptions o;
   if (f.positional().size() > 1) fail(Status::invalid_argument, "serve takes one MODEL_DIR, got {}", f.positional().size());
   if (f.positional().size() == 1 && f.has("model")) fail(Status::invalid_argument, "give MODEL_DIR or --model, not both");
@@ -99,6 +101,8 @@ int cmd_serve(const Args& args) {
   else if (const char* v = std::getenv("VLLM_API_KEY"); v && *v) o.api_key = v;
 
   o.load.backend = f.get("backend", "cpu");
+  if (f.has("device")) o.load.device_ids = {static_cast<int>(in_range(f, "device", 0, 0, 1023))};
+  o.load.numerics = parse_numerics(f.get("numerics", "reference"));
   o.load.experts_per_token = static_cast<int>(in_range(f, "experts-per-token", 0, 0, 1024));
   if (f.has("threads")) {
     if (o.load.backend != "cpu") fail(Status::invalid_argument, "flag --threads applies to the cpu backend only");

@@ -19,8 +19,8 @@ constexpr Command kCommands[] = {
     {"tokenize", dsv4::cli::cmd_tokenize, "tokenize --tokenizer F (--text T | --jsonl F | --decode 1,2,3 | --decode-jsonl F) [--add-special] [--skip-special]"},
     {"chat-template", dsv4::cli::cmd_chat_template, "chat-template --request FILE.json: print the prompt string"},
     {"parse-completion", dsv4::cli::cmd_parse_completion, "parse-completion --thinking-mode chat|thinking [--lenient] < completion.txt"},
-    {"eval-logits", dsv4::cli::cmd_eval_logits, "eval-logits --model DIR --input REF.safetensors --out OUT.safetensors [--chunks 37,1] [--experts-per-token K] [--backend cpu] [--threads N] [--indexer-ties torch-cpu|lowest]"},
-    {"generate", dsv4::cli::cmd_generate, "generate --model DIR (--prompt T | --prompt-ids 0,5,9) [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--stop S] [--seed S] [--ids-only] [--experts-per-token K] [--prefill-chunk N] [--ignore-eos] [--indexer-ties lowest|torch-cpu] [--threads N]"},
+    {"eval-logits", dsv4::cli::cmd_eval_logits, "eval-logits --model DIR --input REF.safetensors --out OUT.safetensors [--chunks 37,1] [--experts-per-token K] [--backend cpu|cuda] [--device N] [--numerics reference|official] [--threads N] [--indexer-ties torch-cpu|lowest]"},
+    {"generate", dsv4::cli::cmd_generate, "generate --model DIR (--prompt T | --prompt-ids 0,5,9) [--max-new-tokens N] [--temperature T] [--top-p P] [--top-k K] [--min-p P] [--repetition-penalty R] [--frequency-penalty F] [--presence-penalty P] [--stop S] [--seed S] [--ids-only] [--experts-per-token K] [--prefill-chunk N] [--ignore-eos] [--indexer-ties lowest|torch-cpu] [--threads N] [--backend cpu|cuda] [--device N] [--numerics reference|official]"},
     {"serve", dsv4::cli::cmd_serve, "serve MODEL_DIR [--host H] [--port P] [--served-model-name N] [--backend cpu|cuda|null] [--api-key K] [--max-num-seqs N] [--max-model-len N] ... (OpenAI-compatible HTTP server; serve --help)"},
 };
 

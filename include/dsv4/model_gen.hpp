@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "dsv4/config.hpp"
 #include "dsv4/log.hpp"
@@ -27,6 +28,13 @@ struct GenerateOptions {
 
 // Adjusts `cfg` for --layers / --experts / --experts-per-token (values ≤ 0 keep the preset's).
 void apply_overrides(ModelConfig& cfg, int layers, int experts, int experts_per_token);
+
+// The bytes make-model writes for one tensor of expected_tensors(cfg) (deterministic for seed and
+// name); an FP8 / FP4 weight also yields its scale tensor's bytes in `scale_out`. Scale specs
+// themselves are Error(internal): they come with their weight.
+struct TensorSpec;
+void generate_tensor(const ModelConfig& cfg, const TensorSpec& spec, uint64_t seed, std::vector<uint8_t>& bytes,
+                     std::vector<uint8_t>& scale_out);
 
 // Writes the checkpoint; returns the number of bytes of tensor data written.
 size_t generate_model(const ModelConfig& cfg, const GenerateOptions& opt, const Logger& log);

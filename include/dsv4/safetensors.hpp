@@ -79,6 +79,10 @@ class Checkpoint {
   // `dir` holds model.safetensors.index.json (+ shards) or model.safetensors; `dir` may also be a
   // single .safetensors file.
   explicit Checkpoint(const std::string& dir);
+  // An in-memory checkpoint over `views` (non-owning: their data must outlive it). A view's data may
+  // be null for bytes made elsewhere (dsv4-bench builds its large synthetic weights on the device);
+  // `label` stands in for the folder in messages.
+  static std::unique_ptr<Checkpoint> from_views(const std::string& label, std::vector<TensorView> views);
   const std::string& dir() const { return dir_; }
   const TensorView* find(const std::string& name) const;
   const TensorView& get(const std::string& name) const;  // throws Error(format) naming the tensor
@@ -91,6 +95,8 @@ class Checkpoint {
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::map<std::string, const TensorView*> by_name_;
+  std::vector<TensorView> views_;  // from_views only
+  Checkpoint() = default;
 };
 
 // Streaming writer: headers are known up front, bytes are produced one tensor at a time by `fill`

@@ -326,11 +326,11 @@ class LLM:
     def __init__(self, model, backend="cpu", experts_per_token=0, threads=0, max_num_seqs=256,
                  max_num_batched_tokens=2048, max_model_len=0, state_budget_bytes=0, preemption="recompute", *,
                  max_waiting=0, max_n=16, device_ids=None, backend_params=None, rollback_tokens=16,
-                 load_tokenizer=True, log_level=None):
+                 load_tokenizer=True, log_level=None, numerics="reference"):
         self.model = Model(model, backend=backend, experts_per_token=experts_per_token, threads=threads,
                            device_ids=list(device_ids or []), load_tokenizer=load_tokenizer, log_level=log_level,
                            state_budget_bytes=state_budget_bytes, rollback_tokens=rollback_tokens,
-                           backend_params=dict(backend_params or {}))
+                           backend_params=dict(backend_params or {}), numerics=numerics)
         self.engine = Engine(self.model, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                              max_model_len=max_model_len, max_waiting=max_waiting, max_n=max_n,
                              preemption=preemption)

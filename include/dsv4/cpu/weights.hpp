@@ -11,12 +11,13 @@
 
 #include "dsv4/config.hpp"
 #include "dsv4/safetensors.hpp"
+#include "dsv4/weight_view.hpp"
 
 namespace dsv4::cpu {
 
 // y = x · Wᵀ with W [out, in] in checkpoint format.
 struct Linear {
-  enum class Format : uint8_t { f32, bf16, fp8, fp4 };
+  using Format = WeightFormat;  // one enum for the CPU backend, the CUDA backend and the tests
   std::string name;
   int64_t out = 0, in = 0;
   Format format = Format::f32;
@@ -29,6 +30,8 @@ struct Linear {
   // Writes row o of W as f32 into dst[in] (or returns the dense row without copying).
   const float* row(int64_t o, float* dst) const;
   void dequant_row(int64_t o, float* dst) const;  // always decodes from `data` into dst[in]
+  // The checkpoint bytes as a WeightView (host pointers into the mmap; the CUDA loader copies them).
+  WeightView view() const { return {format, out, in, data, scale, scale_cols, block_out, block_in}; }
   size_t logical_params() const { return static_cast<size_t>(out) * static_cast<size_t>(in); }
 };
 

@@ -1,0 +1,100 @@
+// The CUDA backend (contract: include/dsv4/backend.hpp): the whole DeepSeek-V4 forward on one GPU
+// with the weights in their checkpoint formats (lib/cuda/weights.hpp), every sequence's state in
+// device memory (lib/cuda/state.hpp) and the kernels of lib/cuda/kernels.hpp, in the numerics the
+// options ask for (official — DeepSeek's bf16 run, tested against the CPU backend's official twin
+// — or reference). Bookkeeping follows the CPU backend exactly (lib/cpu/cpu_backend.cpp): one step
+// at a time, chunks one after the other, each rolled back on failure; submit() runs the step,
+// wait() hands its result over. The forward pass itself lives in lib/cuda/forward.cpp and reads
+// like lib/cpu/forward.cpp.
+//
+// This stage: correctness-first kernels, one chunk at a time (no cross-sequence batching inside a
+// step yet), logits and sampling through the host, no CUDA graphs; f32 state storage.
+#pragma once
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "dsv4/backend.hpp"
+#include "dsv4/cpu/weights.hpp"
+#include "dsv4/kv_cache.hpp"
+#include "dsv4/safetensors.hpp"
+#include "kernels.hpp"
+#include "state.hpp"
+#include "weights.hpp"
+#include "workspace.hpp"
+
+namespace dsv4::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log);
+  // Over an open checkpoint (a synthetic one: null data for the weights the uploader makes on the
+  // device; `keep` owns the host bytes its views point at).
+  CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vector<uint8_t>> keep, const ModelConfig& cfg,
+              const BackendOptions& opt, const Logger& log);
+  ~CudaBackend() override;
+
+  std::string name() const override { return "cuda"; }
+  const ModelConfig& config() const override { return cfg_; }
+  SeqHandle create_sequence(int64_t max_context) override;
+  void release_sequence(SeqHandle seq) override;
+  SeqHandle fork_sequence(SeqHandle seq) override;
+  void reset_sequence(SeqHandle seq) override;
+  int64_t sequence_position(SeqHandle seq) const override;
+  std::vector<int32_t> sequence_tokens(SeqHandle seq) const override;
+  int64_t sequence_max_context(SeqHandle seq) const override;
+  void truncate_sequence(SeqHandle seq, int64_t position) override;
+  SnapshotHandle snapshot_sequence(SeqHandle seq) override;
+  SeqHandle restore_snapshot(SnapshotHandle snap, int64_t max_context) override;
+  void release_snapshot(SnapshotHandle snap) override;
+  StateMemory memory() const override;
+  StepId submit(std::span<const ForwardChunk> batch) override;
+  StepResult wait(StepId step) override;
+  void forward_mtp(SeqHandle seq, std::span<const float> final_streams, std::span<const int32_t> next_tokens,
+                   std::vector<float>& logits_out) override;
+
+  // Device bytes by category (weights by dtype, sequence state, workspace), one line.
+  std::string memory_line() const;
+
+ private:
+  // ---- forward.cpp: the model, top to bottom ----
+  void forward_chunk(DevSequence& st, std::span<const int32_t> tokens, const ForwardChunk& c, ChunkResult& out);
+  void decoder_block(const DevLayer& L, size_t layer_slot, DevSequence& st, float*& X, float*& Xn,
+                     const int32_t* tokens_d, int64_t S, int64_t p0, int64_t keep_tokens);
+  void attention(const DevLayer& L, size_t layer_slot, DevSequence& st, const float* x, int64_t S, int64_t p0,
+                 int64_t keep_tokens, float* a);
+  void moe(const DevLayer& L, const float* x, const int32_t* tokens_d, int64_t S, float* f);
+  void head_hidden(const DevHc& hc, const float* norm, const float* X, int64_t rows, float* h);
+  void lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16);
+  HcParams hc_params(const DevHc& h) const;
+
+  // ---- cuda_backend.cpp: bookkeeping ----
+  DevSequence& seq(SeqHandle h) const;
+  DevSequence& seq_any(SeqHandle h) const;
+  SeqHandle add_sequence(DevSequence st);
+  StepResult run_step(std::span<const ForwardChunk> batch);
+  void run_chunk(DevSequence& st, const ForwardChunk& c, ChunkResult& out);
+
+  ModelConfig cfg_;
+  Logger log_;
+  int device_ = 0;
+  bool official_ = false;
+  std::vector<std::vector<uint8_t>> keep_;
+  std::unique_ptr<Checkpoint> ckpt_;
+  cpu::ModelWeights host_;  // the loader's views (resolution + validation); the mmap stays open
+  DeviceWeights w_;
+  std::vector<LayerStateShape> layout_;
+  std::unique_ptr<StatePool> state_pool_;
+  std::unique_ptr<Stream> stream_;  // created after cudaSetDevice
+  cudaStream_t stream() const { return stream_->get(); }
+  Workspace ws_;
+  mutable std::mutex mu_;
+  std::unordered_map<SeqHandle, std::unique_ptr<DevSequence>> seqs_;
+  std::unordered_map<SnapshotHandle, std::unique_ptr<DevSequence>> snapshots_;
+  std::map<StepId, StepResult> done_;
+  SeqHandle next_handle_ = 1;
+  StepId next_step_ = 1;
+};
+
+}  // namespace dsv4::cuda

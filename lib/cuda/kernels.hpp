@@ -1,0 +1,222 @@
+// The CUDA forward's kernels (internal to libdsv4; tests include it through lib/). Each launcher
+// computes what the CPU backend's op of the same name computes (lib/cpu/*.cpp, include/dsv4/cpu/ops.hpp)
+// in the numerics `official` selects (dsv4/numerics.hpp), with f32 accumulation where the CPU twin
+// accumulates in double. Activations are f32 device arrays (in official numerics holding
+// bf16-representable values, exactly as the CPU twin stores them); row-major, strides in elements.
+// Every launcher is asynchronous on `stream`, validates its arguments (cudaErrorInvalidValue) and
+// returns the launch's error. No launcher allocates or keeps state.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "dsv4/weight_view.hpp"
+
+namespace dsv4::cuda {
+
+// ============================ dense_kernels.cu ================================================
+
+// ---- linear: y[r, o] = Σ_i x'[r, i] · W[o, i]  (lib/cpu/linear.cpp) ----
+// x' = FP8 1×128 quantise-dequantise of the input row (spec §5.1, fp8_act_quant_dequant) when
+// quant_act, else x. W is `w` (device pointers), or, with expert_ids, expert e = expert_ids[r] of a
+// stack of identically shaped experts: data at w.data + e·expert_data_stride, scales at
+// w.scale + e·expert_scale_stride (rows with e < 0 are skipped: y row left untouched).
+// Input row of output row r: x + x_row(r)·x_stride, x_row(r) = x_rows ? x_rows[r] : r.
+// Grouped (wo_a, spec §3.5.8): with out_group > 0, output column o reads the input columns
+// [(o / out_group)·w.in, +w.in) of its row (x rows hold out/out_group · w.in values).
+// Output rounded to bf16 when bf16_out. Accumulation f32.
+struct LinearArgs {
+  WeightView w;
+  const int32_t* expert_ids = nullptr;
+  int64_t expert_data_stride = 0, expert_scale_stride = 0;  // bytes
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  const int32_t* x_rows = nullptr;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+  int64_t rows = 0;
+  int64_t out_group = 0;
+  bool quant_act = false;
+  bool bf16_out = false;
+};
+cudaError_t linear(const LinearArgs& a, cudaStream_t stream);
+
+// ---- embedding (spec §3.1): X[s, j, :] = embed[tokens[s]] for every HC stream j < hc ----
+// table: [vocab, D] BF16 (is_f32 false) or F32; tokens int32 [S] on the device, already checked
+// to lie in [0, vocab). official: stored rounded to bf16 (a no-op for a BF16 table).
+cudaError_t embed(const void* table, bool is_f32, const int32_t* tokens, int64_t S, int64_t D, int hc,
+                  bool official, float* X, cudaStream_t stream);
+
+// ---- RMSNorm rows (lib/cpu/norm.cpp): out[r] = w · x[r] / sqrt(mean(x[r]²) + eps) ----
+// w may be null (unweighted); in place allowed; bf16_out rounds after the weight multiply.
+cudaError_t rms_norm(const float* x, int64_t x_stride, const float* w, int64_t rows, int64_t n, float eps,
+                     bool bf16_out, float* out, int64_t out_stride, cudaStream_t stream);
+
+// ---- per-head query norm (spec §3.5.1): rows of n values, in place ----
+// official: head_rms_norm_bf16 (dsv4/numerics.hpp); reference: rms_norm without weight, f32.
+cudaError_t head_rms_norm(float* q, int64_t rows, int64_t n, float eps, bool official, cudaStream_t stream);
+
+// ---- interleaved partial RoPE (lib/cpu/rope.cpp) ----
+// Row r of v (v + r·stride + col, rd values: pairs (2i, 2i+1)) rotated by θ_i = f32(p)·inv_freq[i]
+// with p = p0 + r / rows_per_position (cos/sin of the f32 angle, in double); the inverse rotation
+// with `inverse`; bf16_out rounds each result. inv_freq: device f32 [rd/2].
+cudaError_t rope(float* v, int64_t rows, int64_t stride, int64_t col, int rd, const float* inv_freq, int64_t p0,
+                 int64_t rows_per_position, bool inverse, bool bf16_out, cudaStream_t stream);
+
+// ---- hyper-connections (lib/cpu/hc.cpp; spec §3.2.1, §3.2.2, §3.7), one CTA per token ----
+// HC weights on the device: fn f32 [mix, hc·D], base f32 [mix], scale f32 [3] (block) / [1] (head).
+struct HcParams {
+  const float* fn = nullptr;
+  const float* base = nullptr;
+  const float* scale = nullptr;
+  int hc = 0;
+  int64_t D = 0;
+  int sinkhorn_iters = 0;
+  float hc_eps = 1e-6f, norm_eps = 1e-6f;
+  bool official = false;
+};
+// X [S, hc, D] → x_out [S, D], post [S, hc], comb [S, hc, hc] (row j = source stream).
+cudaError_t hc_pre(const HcParams& p, const float* X, int64_t S, float* x_out, float* post, float* comb,
+                   cudaStream_t stream);
+// X_new[s, k] = post[s, k]·y[s] + Σ_j comb[s, j, k]·R[s, j]; X_new must not alias R.
+cudaError_t hc_post(const HcParams& p, const float* y, const float* R, const float* post, const float* comb,
+                    int64_t S, float* X_new, cudaStream_t stream);
+// h[s] = Σ_j (sigmoid(mix_j·scale[0] + base_j) + eps) · X[s, j]  (p.fn has hc rows).
+cudaError_t hc_head(const HcParams& p, const float* X, int64_t S, float* h, cudaStream_t stream);
+
+// ---- MoE (lib/cpu/moe.cpp; spec §3.6) ----
+// Router, one CTA per token: score_e = sqrt(softplus(x·gate_e)) (gate f32 [E, D]); selection:
+// hash (tid2eid int32 [vocab, tid2eid_cols], first K columns, repeated ids kept once: the later
+// duplicates get id −1) or top-K of score + bias (ties to the lower id); weight of slot k =
+// score / Σ_selected score (norm_topk_prob) × routed_scale. Out: ids int32 [S, K] and weights f32
+// [S, K] (−1 / 0 for unused slots). tokens: int32 [S] (hash layers only).
+struct RouterParams {
+  const float* gate = nullptr;
+  const float* bias = nullptr;     // [E] (score routing) or null
+  const int32_t* tid2eid = nullptr;  // hash routing or null
+  int tid2eid_cols = 0;
+  int E = 0, K = 0;
+  int64_t D = 0;
+  bool norm_topk_prob = true;
+  float routed_scale = 1.0f;
+};
+cudaError_t router(const RouterParams& p, const float* x, const int32_t* tokens, int64_t S, int32_t* ids,
+                   float* weights, cudaStream_t stream);
+// SwiGLU of slot rows (rows with ids[r] < 0 skipped; ids may be null = all rows valid):
+// official: h = bf16(weight[r] · silu(g') · u') with g' = min(g, limit), u' = clamp(u, ±limit) when
+// clamp, silu in f32; reference: h = silu(g')·u' (weight applied after w2, in moe_combine).
+// weights may be null (weight 1: the shared expert). g, u, h: [rows, I] (h may alias g).
+cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const float* weights, int64_t rows,
+                   int64_t I, float limit, bool clamp, bool official, float* h, cudaStream_t stream);
+// f[s] = Σ over token s's valid slots in ascending expert id of w·y_slot (reference; w = 1 in
+// official, where the weight was applied before w2), then + y_shared[s]; official: f32 sum, one
+// bf16 rounding at the end. y_slot [S·K, D], y_shared [S, D].
+cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* weights, const float* y_shared,
+                        int64_t S, int K, int64_t D, bool official, float* f, cudaStream_t stream);
+
+// ============================ attention_kernels.cu ============================================
+
+// Copies chunk rows src[s] (s = 0..S−1, position p0 + s, `width` values) into ring slot
+// (p0 + s) mod ring — only the last min(S, ring) rows (earlier ones would be overwritten anyway).
+cudaError_t ring_store(const float* src, int64_t S, int64_t width, int64_t p0, float* ring, int64_t ring_rows,
+                       cudaStream_t stream);
+
+// FP8 simulation of the KV non-rope dims (spec §5.2, fp8_simulate_bf16): columns [0, n) of each row,
+// blocks of 64, in place.
+cudaError_t kv_fp8_simulate(float* x, int64_t rows, int64_t stride, int64_t n, cudaStream_t stream);
+
+// In place g[s] += ape[(p0 + s) mod ratio] for the chunk's raw gate rows (spec §3.5.5).
+cudaError_t compressor_add_ape(float* g, const float* ape, int64_t S, int64_t width, int64_t p0, int ratio,
+                               cudaStream_t stream);
+
+// The compressor's window closes inside one chunk (lib/cpu/compressor.cpp): for every position p in
+// [p0, p0+S) with (p+1) mod ratio == 0, the entry (p+1)/ratio − 1 is written to entries[that, :d]:
+// per feature, the softmax over the window's raw rows of the gate logits weights the kv values
+// (CSA, overlap: the previous window's rows use features [0, d), the own window's [d, 2d); HCA:
+// own rows, [0, d); positions < 0 absent); then (official: bf16) RMSNorm with `norm` (bf16_out in
+// official), RoPE at the window's first position p+1−ratio on the last rope_dim values (compressed
+// table), and in official numerics the indexer's Hadamard + FP4 simulation (indexer) or the FP8
+// simulation of the non-rope dims (main). Raw rows of positions ≥ p0 come from the chunk
+// (kv/gate [S, width], gate with ape added), earlier ones from the ring (slot = position mod ring).
+struct CompressorArgs {
+  const float* kv = nullptr;
+  const float* gate = nullptr;
+  const float* ring_kv = nullptr;
+  const float* ring_gate = nullptr;
+  int64_t ring = 0;
+  int ratio = 0, d = 0;
+  int64_t width = 0;  // 2d (overlap, ratio 4) or d
+  const float* norm = nullptr;
+  float norm_eps = 1e-6f;
+  const float* inv_freq = nullptr;
+  int rope_dim = 0;
+  bool official = false, indexer = false;
+  int64_t p0 = 0, S = 0;
+  float* entries = nullptr;  // [≥ (p0+S)/ratio, d]
+};
+cudaError_t compressor_close(const CompressorArgs& a, cudaStream_t stream);
+
+// The lightning indexer's selection (lib/cpu/indexer.cpp) for queries at positions p0…p0+S−1.
+// q [S, heads, head_dim] from indexer.wq_b — RoPE (position p, last rope_dim of each head) and in
+// official numerics Hadamard + FP4 simulation are applied here, in place; w [S, heads] from
+// weights_proj. keys [nkeys, head_dim]. Query s sees count = min((p+1)/4, nkeys) keys; it selects
+// all of them when count ≤ topk, else the top-k scores (ties to the lowest id). Out: sel int32
+// [S, topk] in ascending id order (entries past n_sel[s] unspecified), n_sel int32 [S].
+// Scores: reference Σ_h w_h·scale·ReLU(q_h·k) in f32; official bf16 as the CPU twin rounds them.
+// scratch: f32 [S, nkeys] (indexer_scratch_floats).
+struct IndexerArgs {
+  float* q = nullptr;
+  const float* w = nullptr;
+  const float* keys = nullptr;
+  int64_t nkeys = 0;
+  int heads = 0, head_dim = 0, rope_dim = 0, topk = 0;
+  const float* inv_freq = nullptr;
+  bool official = false;
+  int64_t p0 = 0, S = 0;
+  int32_t* sel = nullptr;
+  int32_t* n_sel = nullptr;
+  float* scratch = nullptr;
+};
+int64_t indexer_scratch_floats(int64_t S, int64_t nkeys);
+cudaError_t indexer_select(const IndexerArgs& a, cudaStream_t stream);
+
+// Sparse attention with sink (lib/cpu/attention.cpp §3.5.7) for queries at p0…p0+S−1, one shared
+// K=V head: query s at position p sees the window positions max(0, p−W+1)…p (positions ≥ p0 from
+// the chunk's kv [S, hd], earlier ones from the ring, slot = pos mod window_ring) plus compressed
+// entries: HCA all min(n_entries, (p+1)/ratio), CSA the indexer's sel[s, 0..n_sel[s]), none for
+// sliding layers (ratio 0). q [S, H, hd]; o [S, H, hd] = Σ_j p_j k_j / (e^{sink−m} + Σ_j p_j),
+// p_j = e^{l_j − m}, l_j = q·k_j/√hd (official: l_j rounded to f32 as the twin does, m over real keys
+// only, p_j rounded to bf16 for the weighted sum, o rounded to bf16). No RoPE here.
+struct AttentionArgs {
+  const float* q = nullptr;
+  const float* kv = nullptr;
+  const float* window = nullptr;
+  int64_t window_ring = 0;
+  int W = 0;
+  const float* entries = nullptr;
+  int64_t n_entries = 0;
+  int ratio = 0;         // 0 sliding, 4 CSA (uses sel), else HCA
+  const int32_t* sel = nullptr;
+  const int32_t* n_sel = nullptr;
+  int topk = 0;          // sel row stride
+  const float* sink = nullptr;  // [H]
+  int H = 0, hd = 0;
+  bool official = false;
+  int64_t p0 = 0, S = 0;
+  float* o = nullptr;
+};
+cudaError_t sparse_attention(const AttentionArgs& a, cudaStream_t stream);
+
+}  // namespace dsv4::cuda
+
+namespace dsv4::cuda {
+// ============================ synthetic_fill.cu ===============================================
+// Random weight bytes made on the device (dsv4-bench's synthetic full-width models; values as
+// make-model draws them, see lib/cuda/synthetic.hpp). Deterministic for a seed.
+// FP8 codes e4m3(amp · U[-1, 1)) (amp ≤ 448: the block scale's units).
+cudaError_t fill_fp8_codes(uint8_t* dst, int64_t n, uint64_t seed, float amp, cudaStream_t stream);
+// Uniformly random bytes (FP4 e2m1 code pairs).
+cudaError_t fill_random_bytes(uint8_t* dst, int64_t n, uint64_t seed, cudaStream_t stream);
+// e8m0 scale codes base + {−jitter, 0, +jitter} at random.
+cudaError_t fill_scale_codes(uint8_t* dst, int64_t n, uint64_t seed, int base, int jitter, cudaStream_t stream);
+}  // namespace dsv4::cuda

@@ -1,0 +1,277 @@
+// Weight upload for the CUDA backend (contract in weights.hpp). Two passes over the same walk of
+// the model: the first only sums sizes (so the arena is one allocation of the exact size), the
+// second copies. Copies go mmap → pinned staging buffer (host memcpy, which also faults the file
+// in) → device (cudaMemcpyAsync on a copy stream), with kStaging buffers in flight so the host
+// copy of one piece overlaps the DMA of the previous ones.
+#include "weights.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+#include "dsv4/error.hpp"
+#include "kernels.hpp"
+
+namespace dsv4::cuda {
+namespace {
+
+constexpr size_t kAlign = 256;
+constexpr int kStaging = 4;
+constexpr size_t kStagingBytes = size_t{32} << 20;
+
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+enum class Cat { fp8, fp4, bf16, f32, scales, other };
+
+class Uploader {
+ public:
+  Uploader(const Logger& log) : log_(log) {}
+
+  // Plan pass: returns null and counts. Commit pass: returns the device address and copies.
+  const uint8_t* put(const void* src, size_t n, Cat c) {
+    const size_t off = used_;
+    used_ = align_up(used_ + n);
+    if (!base_) {
+      count(c, n);
+      return nullptr;
+    }
+    if (!src && n) fail(Status::internal, "weight upload: a tensor of {} bytes has no data", n);
+    uint8_t* dst = base_ + off;
+    copy(static_cast<const uint8_t*>(src), n, dst);
+    return dst;
+  }
+  uint8_t* reserve(size_t n) {  // commit pass: the next n arena bytes, not copied
+    uint8_t* dst = base_ + used_;
+    used_ = align_up(used_ + n);
+    return dst;
+  }
+  template <class T> const T* put_vec(const std::vector<T>& v, Cat c = Cat::other) {
+    return reinterpret_cast<const T*>(put(v.data(), v.size() * sizeof(T), c));
+  }
+  WeightView put_linear(const cpu::Linear& l) {
+    WeightView v = l.view();
+    v.data = put_data(v, l.data);
+    v.scale = put_scale(v, l.scale);
+    return v;
+  }
+  // A weight's data / scales; a null source (synthetic checkpoints only) is filled on the device
+  // with values drawn as make-model draws them (lib/model_gen.cpp): FP8 uniform in ±√3/√fan_in
+  // quantised with its block's power-of-two scale, FP4 uniform random codes with per-32 scales near
+  // 1/(2.93·√fan_in) jittered by one binade.
+  const uint8_t* put_data(const WeightView& v, const uint8_t* src) {
+    const size_t n = static_cast<size_t>(v.data_bytes());
+    if (src || !base_) return put(src, n, cat_of(v.format));
+    if (v.format != WeightFormat::fp8 && v.format != WeightFormat::fp4)
+      fail(Status::internal, "synthetic weights: only FP8 / FP4 data is made on the device");
+    uint8_t* dst = reserve(n);
+    if (v.format == WeightFormat::fp8) DSV4_CUDA_CHECK(fill_fp8_codes(dst, static_cast<int64_t>(n), ++seed_, fp8_amp(v), stream_.get()));
+    else DSV4_CUDA_CHECK(fill_random_bytes(dst, static_cast<int64_t>(n), ++seed_, stream_.get()));
+    return dst;
+  }
+  const uint8_t* put_scale(const WeightView& v, const uint8_t* src) {
+    const size_t n = static_cast<size_t>(v.scale_bytes());
+    if (n == 0) return nullptr;
+    if (src || !base_) return put(src, n, Cat::scales);
+    uint8_t* dst = reserve(n);
+    const float w_std = 1.0f / std::sqrt(static_cast<float>(v.in));
+    if (v.format == WeightFormat::fp8)
+      DSV4_CUDA_CHECK(fill_scale_codes(dst, static_cast<int64_t>(n), ++seed_, fp8_scale_code(v), 0, stream_.get()));
+    else
+      DSV4_CUDA_CHECK(fill_scale_codes(dst, static_cast<int64_t>(n), ++seed_,
+                                       127 + static_cast<int>(std::lround(std::log2(w_std / 2.93f))), 1, stream_.get()));
+    return dst;
+  }
+  static int fp8_scale_code(const WeightView& v) {
+    return e8m0_ceil_pow2(1.7320508f / std::sqrt(static_cast<float>(v.in)) / 448.0f);
+  }
+  static float fp8_amp(const WeightView& v) {
+    return std::min(448.0f, 1.7320508f / std::sqrt(static_cast<float>(v.in)) /
+                                e8m0_to_f32(static_cast<uint8_t>(fp8_scale_code(v))));
+  }
+  static Cat cat_of(WeightFormat f) {
+    switch (f) {
+      case WeightFormat::fp8: return Cat::fp8;
+      case WeightFormat::fp4: return Cat::fp4;
+      case WeightFormat::bf16: return Cat::bf16;
+      case WeightFormat::f32: return Cat::f32;
+    }
+    return Cat::other;
+  }
+
+  void begin_commit(uint8_t* base, size_t total) {
+    base_ = base;
+    total_ = total;
+    used_ = 0;
+    for (int i = 0; i < kStaging; ++i) staging_.emplace_back(kStagingBytes);
+    events_.resize(kStaging);
+    t0_ = std::chrono::steady_clock::now();
+  }
+  void finish() {
+    DSV4_CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    log_.info("cuda: weights uploaded: {:.2f} GB in {:.2f} s ({:.2f} GB/s)", static_cast<double>(copied_) / 1e9, s,
+              s > 0 ? static_cast<double>(copied_) / 1e9 / s : 0.0);
+  }
+  size_t used() const { return used_; }
+  const WeightBytes& bytes() const { return bytes_; }
+
+ private:
+  void count(Cat c, size_t n) {
+    switch (c) {
+      case Cat::fp8: bytes_.fp8 += n; break;
+      case Cat::fp4: bytes_.fp4 += n; break;
+      case Cat::bf16: bytes_.bf16 += n; break;
+      case Cat::f32: bytes_.f32 += n; break;
+      case Cat::scales: bytes_.scales += n; break;
+      case Cat::other: bytes_.other += n; break;
+    }
+  }
+  void copy(const uint8_t* src, size_t n, uint8_t* dst) {
+    while (n > 0) {
+      const size_t piece = std::min(n, kStagingBytes);
+      const int b = next_++ % kStaging;
+      DSV4_CUDA_CHECK(cudaEventSynchronize(events_[b].get()));  // that buffer's previous DMA is done
+      std::memcpy(staging_[b].data(), src, piece);
+      DSV4_CUDA_CHECK(cudaMemcpyAsync(dst, staging_[b].data(), piece, cudaMemcpyHostToDevice, stream_.get()));
+      DSV4_CUDA_CHECK(cudaEventRecord(events_[b].get(), stream_.get()));
+      src += piece;
+      dst += piece;
+      n -= piece;
+      copied_ += piece;
+      const int pct = total_ ? static_cast<int>(copied_ * 100 / total_) : 100;
+      if (pct / 10 > last_pct_ / 10) {
+        last_pct_ = pct;
+        log_.info("cuda: loading weights {:3d}% ({:.2f} / {:.2f} GB)", pct, static_cast<double>(copied_) / 1e9,
+                  static_cast<double>(total_) / 1e9);
+      }
+    }
+  }
+
+  const Logger& log_;
+  uint8_t* base_ = nullptr;
+  size_t used_ = 0, total_ = 0, copied_ = 0;
+  WeightBytes bytes_;
+  Stream stream_;
+  std::vector<PinnedBuffer> staging_;
+  std::vector<Event> events_;
+  int next_ = 0, last_pct_ = 0;
+  uint64_t seed_ = 0x5eed;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+DevHc put_hc(Uploader& up, const cpu::HcWeights& h) { return {up.put_vec(h.fn), up.put_vec(h.base), up.put_vec(h.scale)}; }
+
+DevCompressor put_compressor(Uploader& up, const cpu::CompressorWeights& c) {
+  return {up.put_linear(c.wkv), up.put_linear(c.wgate), up.put_vec(c.ape), up.put_vec(c.norm)};
+}
+
+DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L) {
+  DevLayer d;
+  d.spec = L.spec;
+  d.index = L.index;
+  d.attn_norm = up.put_vec(L.attn_norm);
+  d.ffn_norm = up.put_vec(L.ffn_norm);
+  d.hc_attn = put_hc(up, L.hc_attn);
+  d.hc_ffn = put_hc(up, L.hc_ffn);
+  const cpu::AttnWeights& a = L.attn;
+  d.wq_a = up.put_linear(a.wq_a);
+  d.wq_b = up.put_linear(a.wq_b);
+  d.wkv = up.put_linear(a.wkv);
+  d.wo_a = up.put_linear(a.wo_a);
+  d.wo_b = up.put_linear(a.wo_b);
+  d.q_norm = up.put_vec(a.q_norm);
+  d.kv_norm = up.put_vec(a.kv_norm);
+  d.sink = up.put_vec(a.sink);
+  d.has_compressor = a.has_compressor;
+  d.has_indexer = a.has_indexer;
+  if (a.has_compressor) d.compressor = put_compressor(up, a.compressor);
+  if (a.has_indexer) {
+    d.idx_wq_b = up.put_linear(a.idx_wq_b);
+    d.idx_weights_proj = up.put_linear(a.idx_weights_proj);
+    d.idx_compressor = put_compressor(up, a.idx_compressor);
+  }
+  const cpu::MoeWeights& m = L.moe;
+  d.gate = up.put_vec(m.gate);
+  if (!m.bias.empty()) d.bias = up.put_vec(m.bias);
+  if (!m.tid2eid.empty()) {
+    d.tid2eid = up.put_vec(m.tid2eid);
+    d.tid2eid_cols = m.tid2eid_cols;
+  }
+  // Stacked experts: consecutive puts of equal size are align_up(size) apart.
+  auto stack = [&](auto member, WeightView& view, int64_t& data_stride, int64_t& scale_stride) {
+    // Data and scales of all experts go as two runs, so that each has a constant stride.
+    WeightView first;
+    for (size_t e = 0; e < m.experts.size(); ++e) {
+      const cpu::Linear& l = m.experts[e].*member;
+      WeightView v = l.view();
+      v.data = up.put_data(v, l.data);
+      if (e == 0) first = v;
+      else if (v.format != first.format || v.out != first.out || v.in != first.in)
+        fail(Status::format, "tensor '{}': expert shapes or formats differ within a layer", l.name);
+    }
+    for (size_t e = 0; e < m.experts.size(); ++e) {
+      const cpu::Linear& l = m.experts[e].*member;
+      const int64_t sb = first.scale_bytes();
+      if (sb == 0) break;
+      const uint8_t* s = up.put_scale(first, l.scale);
+      if (e == 0) first.scale = s;
+    }
+    view = first;
+    data_stride = static_cast<int64_t>(align_up(static_cast<size_t>(first.data_bytes())));
+    scale_stride = static_cast<int64_t>(align_up(static_cast<size_t>(first.scale_bytes())));
+  };
+  DevExperts& x = d.experts;
+  stack(&cpu::ExpertWeights::w1, x.w1, x.w1_data_stride, x.w1_scale_stride);
+  stack(&cpu::ExpertWeights::w2, x.w2, x.w2_data_stride, x.w2_scale_stride);
+  stack(&cpu::ExpertWeights::w3, x.w3, x.w3_data_stride, x.w3_scale_stride);
+  d.sh_w1 = up.put_linear(m.shared.w1);
+  d.sh_w2 = up.put_linear(m.shared.w2);
+  d.sh_w3 = up.put_linear(m.shared.w3);
+  return d;
+}
+
+void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, DeviceWeights& d,
+          const std::vector<float>& inv_s, const std::vector<float>& inv_c) {
+  const size_t esz = host.embed_dtype == DType::F32 ? 4 : 2;
+  d.embed = up.put(host.embed, static_cast<size_t>(cfg.vocab_size) * static_cast<size_t>(cfg.hidden_size) * esz,
+                   host.embed_dtype == DType::F32 ? Cat::f32 : Cat::bf16);
+  d.embed_f32 = host.embed_dtype == DType::F32;
+  d.head = up.put_linear(host.head);
+  d.norm = up.put_vec(host.norm);
+  d.hc_head = put_hc(up, host.hc_head);
+  d.layers.clear();
+  for (const cpu::LayerWeights& L : host.layers) d.layers.push_back(put_layer(up, L));
+  d.mtp.reset();
+  if (host.mtp) {
+    DevMtp m;
+    m.e_proj = up.put_linear(host.mtp->e_proj);
+    m.h_proj = up.put_linear(host.mtp->h_proj);
+    m.enorm = up.put_vec(host.mtp->enorm);
+    m.hnorm = up.put_vec(host.mtp->hnorm);
+    m.norm = up.put_vec(host.mtp->norm);
+    m.hc_head = put_hc(up, host.mtp->hc_head);
+    m.block = put_layer(up, host.mtp->block);
+    d.mtp = m;
+  }
+  d.inv_freq_sliding = up.put_vec(inv_s);
+  d.inv_freq_compressed = up.put_vec(inv_c);
+}
+
+}  // namespace
+
+DeviceWeights upload_weights(const cpu::ModelWeights& host, const ModelConfig& cfg, const Logger& log) {
+  const std::vector<float> inv_s = cfg.rope_inv_freq(false), inv_c = cfg.rope_inv_freq(true);
+  DeviceWeights d;
+  Uploader plan(log);
+  walk(plan, host, cfg, d, inv_s, inv_c);
+  const size_t total = plan.used();
+  d.bytes = plan.bytes();
+  d.arena = DeviceBuffer(total, "the model weights (one arena)");
+  Uploader up(log);
+  up.begin_commit(d.arena.as<uint8_t>(), total);
+  walk(up, host, cfg, d, inv_s, inv_c);
+  up.finish();
+  return d;
+}
+
+}  // namespace dsv4::cuda

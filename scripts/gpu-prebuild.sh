@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds, here (no GPU needed; CUDA 13.0), everything the GPU suite runs and copies it with the
+# fixtures into third_party/prebuilt (git-ignored), for one device-tool call:
+#   device tool: command "PREBUILT=1 bash tests/gpu/run-on-device.sh", carry ["third_party/prebuilt"]
+# Usage: bash scripts/gpu-prebuild.sh [BUILD_DIR]   (default build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/cuda/bin:$PATH
+b=${1:-build}
+[ -f "$b/CMakeCache.txt" ] || cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA=ON
+targets=(dsv4_gpu_tests test_gemv_ref bench_gemv dsv4)
+[ -f benchmarks/dsv4_bench.cpp ] && targets+=(dsv4-bench)
+cmake --build "$b" -j"$(nproc)" --target "${targets[@]}"
+out=third_party/prebuilt
+mkdir -p "$out"
+cp "$b/tests/dsv4_gpu_tests" "$b/tests/test_gemv_ref" "$b/benchmarks/bench_gemv" "$b/dsv4" "$out/"
+[ -f "$b/benchmarks/dsv4-bench" ] && cp "$b/benchmarks/dsv4-bench" "$out/"
+shared=${DSV4_SHARED_DIR:-../shared}
+if [ -d "$shared/fixtures" ]; then
+  mkdir -p "$out/shared"
+  rm -rf "$out/shared/fixtures"
+  cp -r "$shared/fixtures" "$out/shared/"
+fi
+du -sh "$out"

@@ -1,0 +1,334 @@
+// The CUDA backend end to end against the CPU backend on ../shared/fixtures/tiny-a and tiny-b
+// (incl. tiny-b's 2300-token prompt through the real indexer, top-512 of 575 entries):
+//  - official numerics: CUDA vs the CPU official twin (the same rounding points; dsv4/numerics.hpp)
+//    for full prefill, the fixture's suggested chunk schedule, one token at a time and mixed
+//    batches (a prefill chunk of one sequence beside a decode of another in the same step), plus
+//    the hidden states layer by layer and the greedy continuation;
+//  - reference numerics: CUDA vs the CPU reference (ties to the lowest index) and figures against
+//    the float64 fixtures.
+// Bounds and why (official): both backends round to bf16 at the same points; they differ only in
+// the accumulation order inside f32 sums (the CPU twin sums in double), i.e. ≈ n·2^-24 relative
+// before a rounding. That flips a bf16 rounding (one ulp = 2^-8 relative) for a small fraction
+// of values, and flips propagate through the layers: mean |Δlogit| ≤ 0.02 and max ≤ 0.25 on
+// logits of magnitude ~1–5, and top-1 equal wherever the CPU's top-2 margin exceeds 0.1
+// (several of those flips would have to line up to move a logit by 0.1). Reference: f32 storage on
+// both, f32 vs double sums only (≈ 1e-6 relative per op): max |Δlogit| ≤ 1e-3 — the fixtures'
+// own bound for an f32 backend. Skips without a device (gpu_main) or without ../shared.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "dsv4/backend.hpp"
+#include "dsv4/engine.hpp"
+#include "dsv4/quant.hpp"
+#include "dsv4/safetensors.hpp"
+
+namespace {
+namespace fs = std::filesystem;
+
+struct Fixture {
+  std::string dir;
+  nlohmann::json meta;
+  std::unique_ptr<dsv4::SafetensorsFile> ref;
+  std::vector<int32_t> ids(int i) const { return dsv4::to_i32(ref->get("prompt" + std::to_string(i) + ".input_ids")); }
+  std::vector<float> logits(int i) const { return dsv4::to_f32(ref->get("prompt" + std::to_string(i) + ".logits")); }
+  int prompts() const { return static_cast<int>(meta["prompts"].size()); }
+};
+
+std::unique_ptr<Fixture> open_fixture(const std::string& name) {
+  const fs::path d = fs::path(dsv4_test::shared_dir()) / "fixtures" / name;
+  if (!fs::exists(d / "reference.safetensors")) return nullptr;
+  auto f = std::make_unique<Fixture>();
+  f->dir = d.string();
+  std::ifstream in(d / "reference.json");
+  f->meta = nlohmann::json::parse(in);
+  f->ref = std::make_unique<dsv4::SafetensorsFile>((d / "reference.safetensors").string());
+  return f;
+}
+
+std::unique_ptr<dsv4::Model> load(const Fixture& f, const std::string& backend, dsv4::Numerics num) {
+  dsv4::LoadOptions o;
+  o.backend = backend;
+  o.numerics = num;
+  o.load_tokenizer = false;
+  return dsv4::Model::load(f.dir + "/model", o, dsv4::Logger(dsv4::LogLevel::warn));
+}
+
+// Every logits row of `ids` run in chunks of `sizes` (the last size repeats; empty = one chunk).
+std::vector<float> run(const dsv4::Model& m, const std::vector<int32_t>& ids, const std::vector<int64_t>& sizes) {
+  dsv4::Backend& be = m.backend();
+  const dsv4::SeqHandle h = be.create_sequence(static_cast<int64_t>(ids.size()) + 64);
+  std::vector<float> all, rows;
+  size_t pos = 0, ci = 0;
+  while (pos < ids.size()) {
+    const size_t want = sizes.empty() ? ids.size() : static_cast<size_t>(sizes[std::min(ci, sizes.size() - 1)]);
+    const size_t n = std::min(ids.size() - pos, want);
+    ++ci;
+    dsv4::ForwardChunk c;
+    c.seq = h;
+    c.tokens = std::span<const int32_t>(ids).subspan(pos, n);
+    c.logits = dsv4::LogitsMode::all;
+    c.logits_out = &rows;
+    const dsv4::StepResult r = be.forward({&c, 1});
+    INFO(r.chunks[0].error);
+    REQUIRE(r.ok());
+    all.insert(all.end(), rows.begin(), rows.end());
+    pos += n;
+  }
+  be.release_sequence(h);
+  return all;
+}
+
+struct Stats {
+  double max = 0, mean = 0, top1 = 0;
+  int64_t rows = 0, bad_top1 = 0;
+  double worst_margin = 0;  // the largest CPU top-2 margin among rows whose top-1 differs
+};
+
+Stats compare(const std::vector<float>& got, const std::vector<float>& want, int64_t V, double margin_bound) {
+  REQUIRE(got.size() == want.size());
+  Stats s;
+  s.rows = static_cast<int64_t>(want.size()) / V;
+  double sum = 0;
+  int64_t agree = 0;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    const float* g = got.data() + r * V;
+    const float* w = want.data() + r * V;
+    int64_t ag = 0, aw = 0;
+    for (int64_t v = 0; v < V; ++v) {
+      const double d = std::fabs(static_cast<double>(g[v]) - w[v]);
+      s.max = std::isnan(d) ? INFINITY : std::max(s.max, d);
+      sum += d;
+      if (g[v] > g[ag]) ag = v;
+      if (w[v] > w[aw]) aw = v;
+    }
+    if (ag == aw) {
+      ++agree;
+      continue;
+    }
+    float second = -INFINITY;
+    for (int64_t v = 0; v < V; ++v)
+      if (v != aw) second = std::max(second, w[v]);
+    const double margin = static_cast<double>(w[aw]) - second;
+    s.worst_margin = std::max(s.worst_margin, margin);
+    if (margin > margin_bound) ++s.bad_top1;
+  }
+  s.mean = sum / static_cast<double>(want.size());
+  s.top1 = static_cast<double>(agree) / static_cast<double>(s.rows);
+  return s;
+}
+
+void report(const std::string& what, const Stats& s) {
+  std::printf("  %-58s max %.3g mean %.3g top-1 %.2f%% (%lld rows; differing top-1 at CPU margin ≤ %.3g)\n",
+              what.c_str(), s.max, s.mean, 100 * s.top1, static_cast<long long>(s.rows), s.worst_margin);
+}
+
+constexpr double kOffMax = 0.25, kOffMean = 0.02, kOffMargin = 0.1, kRefMax = 1e-3;
+
+void check_official(const std::string& name) {
+  auto f = open_fixture(name);
+  if (!f) {
+    WARN("../shared/fixtures/" + name + " not found: test skipped");
+    return;
+  }
+  auto cpu = load(*f, "cpu", dsv4::Numerics::official);
+  auto gpu = load(*f, "cuda", dsv4::Numerics::official);
+  const int64_t V = cpu->config().vocab_size;
+  std::vector<int64_t> suggested = f->meta["suggested_chunk_schedule"]["chunk_sizes_then_single_tokens"];
+  suggested.push_back(1);
+  std::printf("%s, official numerics: CUDA vs CPU official twin\n", name.c_str());
+  for (int i = 0; i < f->prompts(); ++i) {
+    const std::vector<int32_t> ids = f->ids(i);
+    const std::vector<float> want = run(*cpu, ids, {});
+    const std::vector<float> fixture = f->logits(i);
+    report(fmt::format("prompt {} ({} tokens) CPU official vs float64 fixture", i, ids.size()),
+           compare(want, fixture, V, 1e9));
+    std::vector<std::pair<std::string, std::vector<int64_t>>> schedules = {{"full prefill", {}},
+                                                                           {"suggested chunks", suggested}};
+    if (ids.size() <= 400) schedules.push_back({"one token at a time", {1}});
+    else schedules.push_back({"chunks of 97", {97}});
+    for (const auto& [label, sizes] : schedules) {
+      const Stats s = compare(run(*gpu, ids, sizes), want, V, kOffMargin);
+      report(fmt::format("prompt {} ({} tokens) {}", i, ids.size(), label), s);
+      CHECK(s.max <= kOffMax);
+      CHECK(s.mean <= kOffMean);
+      CHECK(s.bad_top1 == 0);
+    }
+  }
+}
+
+// Two sequences in every step: A's prompt in chunks of 23 beside B's prompt one token per step.
+void check_mixed(const std::string& name) {
+  auto f = open_fixture(name);
+  if (!f) return;
+  auto cpu = load(*f, "cpu", dsv4::Numerics::official);
+  auto gpu = load(*f, "cuda", dsv4::Numerics::official);
+  const int64_t V = cpu->config().vocab_size;
+  const std::vector<int32_t> a = f->ids(f->prompts() - 1), b = f->ids(0);
+  dsv4::Backend& be = gpu->backend();
+  const dsv4::SeqHandle ha = be.create_sequence(static_cast<int64_t>(a.size())),
+                        hb = be.create_sequence(static_cast<int64_t>(b.size()));
+  std::vector<float> ga, gb, ra, rb;
+  size_t pa = 0, pb = 0;
+  while (pa < a.size() || pb < b.size()) {
+    std::vector<dsv4::ForwardChunk> step;
+    if (pa < a.size()) {
+      dsv4::ForwardChunk c;
+      c.seq = ha;
+      c.tokens = std::span<const int32_t>(a).subspan(pa, std::min<size_t>(23, a.size() - pa));
+      c.logits = dsv4::LogitsMode::all;
+      c.logits_out = &ra;
+      step.push_back(c);
+    }
+    if (pb < b.size()) {
+      dsv4::ForwardChunk c;
+      c.seq = hb;
+      c.tokens = std::span<const int32_t>(b).subspan(pb, 1);
+      c.logits = dsv4::LogitsMode::all;
+      c.logits_out = &rb;
+      step.push_back(c);
+    }
+    const dsv4::StepResult r = be.forward(step);
+    REQUIRE(r.ok());
+    size_t k = 0;
+    if (pa < a.size()) {
+      ga.insert(ga.end(), ra.begin(), ra.end());
+      pa += step[k++].tokens.size();
+    }
+    if (pb < b.size()) {
+      gb.insert(gb.end(), rb.begin(), rb.end());
+      pb += 1;
+    }
+  }
+  const Stats sa = compare(ga, run(*cpu, a, {}), V, kOffMargin), sb = compare(gb, run(*cpu, b, {}), V, kOffMargin);
+  std::printf("%s, mixed batches (prefill chunk of 23 + a decode per step):\n", name.c_str());
+  report("sequence A (chunks of 23)", sa);
+  report("sequence B (one token per step)", sb);
+  for (const Stats& s : {sa, sb}) {
+    CHECK(s.max <= kOffMax);
+    CHECK(s.mean <= kOffMean);
+    CHECK(s.bad_top1 == 0);
+  }
+}
+
+// The HC streams entering each layer and the final hidden state, CUDA vs CPU official, full prefill.
+void check_hidden(const std::string& name) {
+  auto f = open_fixture(name);
+  if (!f) return;
+  auto cpu = load(*f, "cpu", dsv4::Numerics::official);
+  auto gpu = load(*f, "cuda", dsv4::Numerics::official);
+  const std::vector<int32_t> ids = f->ids(f->prompts() - 1);
+  auto hidden = [&](const dsv4::Model& m) {
+    dsv4::Backend& be = m.backend();
+    const dsv4::SeqHandle h = be.create_sequence(static_cast<int64_t>(ids.size()));
+    std::vector<float> out;
+    dsv4::ForwardChunk c;
+    c.seq = h;
+    c.tokens = ids;
+    c.hidden_out = &out;
+    REQUIRE(be.forward({&c, 1}).ok());
+    be.release_sequence(h);
+    return out;
+  };
+  const std::vector<float> hc = hidden(*cpu), hg = hidden(*gpu);
+  REQUIRE(hc.size() == hg.size());
+  const dsv4::ModelConfig& cfg = cpu->config();
+  const size_t block = ids.size() * static_cast<size_t>(cfg.hc_mult * cfg.hidden_size);
+  std::printf("%s, hidden states layer by layer (prompt of %zu tokens), max |Δ| / max |CPU|:\n", name.c_str(),
+              ids.size());
+  for (int l = 0; l <= cfg.num_layers; ++l) {
+    const size_t b0 = static_cast<size_t>(l) * block;
+    const size_t n = l < cfg.num_layers ? block : hc.size() - b0;
+    double md = 0, mr = 0;
+    for (size_t i = b0; i < b0 + n; ++i) {
+      md = std::max(md, std::fabs(static_cast<double>(hg[i]) - hc[i]));
+      mr = std::max(mr, std::fabs(static_cast<double>(hc[i])));
+    }
+    std::printf("  %s %d: %.3g (max |CPU| %.3g)\n", l < cfg.num_layers ? "entering layer" : "final hidden", l,
+                md / mr, mr);
+    // One bf16 ulp is 2^-8 relative; a few flipped roundings per layer compound to a few ulps.
+    CHECK(md / mr <= 0.05);
+  }
+}
+
+void check_reference(const std::string& name) {
+  auto f = open_fixture(name);
+  if (!f) return;
+  auto cpu = load(*f, "cpu", dsv4::Numerics::reference);
+  auto gpu = load(*f, "cuda", dsv4::Numerics::reference);
+  const int64_t V = cpu->config().vocab_size;
+  std::printf("%s, reference numerics:\n", name.c_str());
+  for (int i = 0; i < f->prompts(); ++i) {
+    const std::vector<int32_t> ids = f->ids(i);
+    const std::vector<float> g = run(*gpu, ids, {});
+    const Stats s = compare(g, run(*cpu, ids, {}), V, 0.0);
+    report(fmt::format("prompt {} ({} tokens) CUDA vs CPU reference", i, ids.size()), s);
+    report(fmt::format("prompt {} ({} tokens) CUDA vs float64 fixture", i, ids.size()), compare(g, f->logits(i), V, 1e9));
+    CHECK(s.max <= kRefMax);
+  }
+}
+
+// Greedy continuation of the fixture's greedy prompt: the CUDA tokens equal the CPU twin's up to
+// the first step where the CPU's top-2 margin is within kOffMargin (reported), and nowhere else.
+void check_greedy(const std::string& name) {
+  auto f = open_fixture(name);
+  if (!f) return;
+  auto cpu = load(*f, "cpu", dsv4::Numerics::official);
+  auto gpu = load(*f, "cuda", dsv4::Numerics::official);
+  const int64_t V = cpu->config().vocab_size;
+  const int p = f->meta["greedy"]["prompt"].get<int>(), steps = f->meta["greedy"]["new_tokens"].get<int>();
+  const std::vector<int32_t> prompt = f->ids(p);
+  auto s_cpu = cpu->create_session(), s_gpu = gpu->create_session();
+  s_cpu->append(prompt);
+  s_gpu->append(prompt);
+  auto argmax = [&](std::span<const float> row, double* margin) {
+    int64_t a = 0;
+    for (int64_t v = 1; v < V; ++v)
+      if (row[v] > row[a]) a = v;
+    float second = -INFINITY;
+    for (int64_t v = 0; v < V; ++v)
+      if (v != a) second = std::max(second, row[v]);
+    if (margin) *margin = static_cast<double>(row[a]) - second;
+    return static_cast<int32_t>(a);
+  };
+  int same = 0;
+  for (int t = 0; t < steps; ++t) {
+    double margin = 0;
+    const int32_t a = argmax(s_cpu->logits(), &margin), b = argmax(s_gpu->logits(), nullptr);
+    if (a != b) {
+      std::printf("%s greedy: %d of %d tokens equal; first difference at step %d, CPU top-2 margin %.3g\n",
+                  name.c_str(), same, steps, t, margin);
+      CHECK(margin <= kOffMargin);
+      return;
+    }
+    ++same;
+    const int32_t next[1] = {a};
+    s_cpu->append(next);
+    s_gpu->append(next);
+  }
+  std::printf("%s greedy: all %d tokens equal\n", name.c_str(), steps);
+}
+
+}  // namespace
+
+TEST_CASE("cuda forward, official numerics, tiny-a: every schedule vs the CPU twin", "[forward]") {
+  check_official("tiny-a");
+}
+TEST_CASE("cuda forward, official numerics, tiny-b (2300 tokens, real indexer) vs the CPU twin", "[forward][slow]") {
+  check_official("tiny-b");
+}
+TEST_CASE("cuda forward, mixed batches, tiny-a", "[forward]") { check_mixed("tiny-a"); }
+TEST_CASE("cuda forward, mixed batches, tiny-b", "[forward][slow]") { check_mixed("tiny-b"); }
+TEST_CASE("cuda forward, hidden states layer by layer, tiny-a", "[forward]") { check_hidden("tiny-a"); }
+TEST_CASE("cuda forward, hidden states layer by layer, tiny-b", "[forward][slow]") { check_hidden("tiny-b"); }
+TEST_CASE("cuda forward, reference numerics, tiny-a", "[forward]") { check_reference("tiny-a"); }
+TEST_CASE("cuda forward, reference numerics, tiny-b", "[forward][slow]") { check_reference("tiny-b"); }
+TEST_CASE("cuda forward, greedy continuation, tiny-a", "[forward]") { check_greedy("tiny-a"); }
+TEST_CASE("cuda forward, greedy continuation, tiny-b", "[forward][slow]") { check_greedy("tiny-b"); }
