@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "dsv4/cuda/gemv.hpp"
-#include "dsv4/cuda/gemv_diag.hpp"
+#include "cuda/gemv_diag.hpp"
 #include "dsv4/cuda/gemv_layout.hpp"
 
 #define CK(x)                                                                                   \

@@ -179,8 +179,14 @@ static void test_load_errors(const char* dir) {
   p.reserved[2] = 1;
   CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
   p = dsv4_model_default_params();
-  p.pad_ = 1;
+  CHECK(p.numerics == DSV4_NUMERICS_REFERENCE);
+  p.numerics = 7; /* not a dsv4_numerics */
   CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);
+  CHECK(strstr(dsv4_last_error(), "numerics") != NULL);
+  p.numerics = DSV4_NUMERICS_OFFICIAL; /* the CPU backend runs both */
+  CHECK(dsv4_model_load(dir, &p, &m) == DSV4_OK && m != NULL);
+  dsv4_model_free(m);
+  m = NULL;
   p = dsv4_model_default_params();
   p.max_sequences = -1;
   CHECK_FAILS(dsv4_model_load(dir, &p, &m), DSV4_ERR_INVALID_ARGUMENT);

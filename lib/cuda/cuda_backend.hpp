@@ -68,6 +68,8 @@ class CudaBackend final : public Backend {
   void head_hidden(const DevHc& hc, const float* norm, const float* X, int64_t rows, float* h);
   void lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16);
   HcParams hc_params(const DevHc& h) const;
+  const float* hc_partials(const DevHc& h, const float* X, int64_t S);
+  void upload_slot_rows(int64_t S);
 
   // ---- cuda_backend.cpp: bookkeeping ----
   DevSequence& seq(SeqHandle h) const;
@@ -89,6 +91,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Stream> stream_;  // created after cudaSetDevice
   cudaStream_t stream() const { return stream_->get(); }
   Workspace ws_;
+  const int32_t* slot_rows_ = nullptr;  // the running chunk's MoE slot → token map (in ws_)
   mutable std::mutex mu_;
   std::unordered_map<SeqHandle, std::unique_ptr<DevSequence>> seqs_;
   std::unordered_map<SnapshotHandle, std::unique_ptr<DevSequence>> snapshots_;

@@ -83,7 +83,7 @@ __device__ __forceinline__ float weight_elem(const uint8_t* row, int64_t i) {
   else return e2m1_to_f32(fp4_get(row, i));
 }
 template <WeightFormat F>
-__device__ __forceinline__ int64_t row_bytes(int64_t in) {
+__host__ __device__ __forceinline__ int64_t row_bytes(int64_t in) {
   if constexpr (F == WeightFormat::f32) return in * 4;
   else if constexpr (F == WeightFormat::bf16) return in * 2;
   else if constexpr (F == WeightFormat::fp8) return in;
@@ -189,8 +189,125 @@ __global__ void __launch_bounds__(kThreads) linear_kernel(LinearArgs a, int64_t 
   }
 }
 
+// ---- the vectorised path: 16-byte weight loads, up to R rows per CTA --------------------------
+// Where rows are 16-byte aligned and each 16-byte chunk lies inside one scale block, every lane
+// loads 16 bytes of its warp's weight row per step (16 FP8 / 32 FP4 codes, 8 bf16, 4 f32) and
+// applies them to R staged input rows, so a weight byte is read once per R rows instead of once per
+// row. The per-chunk partial sum is multiplied by the chunk's power-of-two scale (exact: scaling by
+// 2^k commutes with f32 rounding away from subnormals), so the result is the same dot product with
+// the exactly dequantised weight as the scalar path, in another f32 summation order.
+constexpr int kVecSmemFloats = 12288;  // 48 KB of staged input rows (no opt-in needed)
+
+template <WeightFormat F> constexpr int kElemsPerChunk = F == WeightFormat::f32 ? 4 : F == WeightFormat::bf16 ? 8
+                                                         : F == WeightFormat::fp8 ? 16 : 32;
+
+template <WeightFormat F>
+__device__ __forceinline__ void decode_chunk(const uint4& q, float* v) {
+  const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+  if constexpr (F == WeightFormat::f32) {
+    for (int j = 0; j < 4; ++j) v[j] = __uint_as_float(w[j]);
+  } else if constexpr (F == WeightFormat::bf16) {
+    for (int j = 0; j < 4; ++j) {
+      v[2 * j] = __uint_as_float(w[j] << 16);
+      v[2 * j + 1] = __uint_as_float(w[j] & 0xffff0000u);
+    }
+  } else if constexpr (F == WeightFormat::fp8) {
+    for (int j = 0; j < 16; ++j) v[j] = e4m3_to_f32(static_cast<uint8_t>(w[j / 4] >> (8 * (j % 4))));
+  } else {
+    for (int j = 0; j < 32; ++j) v[j] = e2m1_to_f32(static_cast<uint8_t>((w[j / 8] >> (4 * (j % 8))) & 0xf));
+  }
+}
+
+// One CTA per (kWarps output columns of one group, R rows); warp = column.
+template <WeightFormat F, int R>
+__global__ void __launch_bounds__(kThreads) linear_vec_kernel(LinearArgs a, int64_t group_out,
+                                                              int64_t blocks_per_group) {
+  extern __shared__ float xsv[];  // [R][in]
+  constexpr int E = kElemsPerChunk<F>;
+  const WeightView& w = a.w;
+  const int64_t in = w.in;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * R;
+  const int nr = a.rows - r0 < R ? static_cast<int>(a.rows - r0) : R;
+  const uint8_t* data = w.data;
+  const uint8_t* scale = w.scale;
+  if (a.expert_ids) {  // R == 1 with expert ids (each row has its own expert)
+    const int32_t e = a.expert_ids[r0];
+    if (e < 0) return;
+    data += e * a.expert_data_stride;
+    if (scale) scale += e * a.expert_scale_stride;
+  }
+  const int64_t g = blockIdx.x / blocks_per_group;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t o = g * group_out + (blockIdx.x % blocks_per_group) * kWarps + warp;
+  const bool live = o < (g + 1) * group_out;
+  for (int r = 0; r < nr; ++r) {
+    const int64_t xr = a.x_rows ? int64_t{a.x_rows[r0 + r]} : r0 + r;
+    stage_input(a.x + xr * a.x_stride + g * in, in, a.quant_act, xsv + r * in);
+  }
+  __syncthreads();
+  if (!live) return;
+  const uint4* wrow = reinterpret_cast<const uint4*>(data + o * row_bytes<F>(in));
+  const int64_t chunks = row_bytes<F>(in) / 16;
+  const uint8_t* srow = nullptr;
+  if constexpr (F == WeightFormat::fp8) srow = scale + (o / w.block_out) * w.scale_cols;
+  if constexpr (F == WeightFormat::fp4) srow = scale + o * w.scale_cols;
+  float acc[R] = {};
+  for (int64_t c = lane; c < chunks; c += 32) {
+    float v[E];
+    decode_chunk<F>(__ldg(wrow + c), v);
+    const int64_t e0 = c * E;
+    float s = 1.0f;
+    if constexpr (F == WeightFormat::fp8 || F == WeightFormat::fp4) s = e8m0_to_f32(__ldg(srow + e0 / w.block_in));
+    for (int r = 0; r < R; ++r) {
+      if (r >= nr) break;
+      const float* xv = xsv + r * in + e0;
+      float part = 0.0f;
+      for (int j = 0; j < E; ++j) part = fmaf(xv[j], v[j], part);
+      acc[r] = fmaf(part, s, acc[r]);
+    }
+  }
+  for (int r = 0; r < nr; ++r) {
+    const float v = warp_sum(acc[r]);
+    if (lane == 0) a.y[(r0 + r) * a.y_stride + o] = a.bf16_out ? round_bf16(v) : v;
+  }
+}
+
+template <WeightFormat F>
+bool vec_ok(const LinearArgs& a) {
+  const WeightView& w = a.w;
+  if (row_bytes<F>(w.in) % 16 != 0 || !aligned(w.data, 16) || a.expert_data_stride % 16 != 0) return false;
+  if (w.in > kVecSmemFloats) return false;
+  if constexpr (F == WeightFormat::fp8 || F == WeightFormat::fp4)
+    if (w.block_in % kElemsPerChunk<F> != 0) return false;
+  return true;
+}
+
+template <WeightFormat F, int R>
+cudaError_t launch_vec_rows(const LinearArgs& a, int64_t groups, int64_t group_out, cudaStream_t stream) {
+  const int64_t blocks_per_group = (group_out + kWarps - 1) / kWarps;
+  const int64_t gx = groups * blocks_per_group, gy = (a.rows + R - 1) / R;
+  if (gx > INT_MAX || gy > 65535) return cudaErrorInvalidValue;
+  const size_t smem = static_cast<size_t>(R) * static_cast<size_t>(a.w.in) * sizeof(float);
+  linear_vec_kernel<F, R><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy)), kThreads, smem, stream>>>(
+      a, group_out, blocks_per_group);
+  return cudaGetLastError();
+}
+
 template <WeightFormat F>
 cudaError_t launch_linear(const LinearArgs& a, int64_t groups, int64_t group_out, cudaStream_t stream) {
+  // The vectorised path where it applies (rows ≤ 65535·R), else the scalar reference path.
+  if (vec_ok<F>(a) && !a.no_vec) {
+    const int64_t fit = kVecSmemFloats / a.w.in;  // rows of input that fit the staging memory
+    if (a.expert_ids || fit < 2 || a.rows == 1) {
+      if (a.rows <= 65535) return launch_vec_rows<F, 1>(a, groups, group_out, stream);
+    } else if (fit < 4 || a.rows == 2) {
+      if (a.rows <= 2 * 65535) return launch_vec_rows<F, 2>(a, groups, group_out, stream);
+    } else if (fit < 8 || a.rows <= 4) {
+      if (a.rows <= 4 * 65535) return launch_vec_rows<F, 4>(a, groups, group_out, stream);
+    } else if (a.rows <= 8 * 65535) {
+      return launch_vec_rows<F, 8>(a, groups, group_out, stream);
+    }
+  }
   const int64_t blocks_per_group = (group_out + kLinCols - 1) / kLinCols;
   const int64_t gx = groups * blocks_per_group;
   if (gx > INT_MAX) return cudaErrorInvalidValue;
@@ -291,11 +408,21 @@ __device__ __forceinline__ double sigmoid_d(double v) { return 1.0 / (1.0 + exp(
 
 // hc.cpp's mixes(): m[i] = (v · fn[i]) / rms(v) over v = the token's hc·D stream values. f32 sum of
 // squares and f32 dot products (one warp per fn row), 1/rms and the product in double.
-__device__ void hc_mixes(const float* X, const float* fn, int64_t width, int mix, float norm_eps, double* m) {
+__device__ void hc_mixes(const float* X, const float* fn, int64_t width, int mix, float norm_eps, double* m,
+                         const float* partials = nullptr, int hc = 1) {
   float ss = 0.0f;
   for (int64_t i = threadIdx.x; i < width; i += kThreads) ss = fmaf(X[i], X[i], ss);
   ss = block_sum(ss);
   const double r = 1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(width) + static_cast<double>(norm_eps));
+  if (partials) {  // the dots came from a grouped linear: sum the streams' partials (f32, j ascending)
+    for (int i = threadIdx.x; i < mix; i += kThreads) {
+      float acc = 0.0f;
+      for (int j = 0; j < hc; ++j) acc += partials[j * mix + i];
+      m[i] = static_cast<double>(acc) * r;
+    }
+    __syncthreads();
+    return;
+  }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int i = warp; i < mix; i += kWarps) {
     const float* f = fn + i * width;
@@ -324,7 +451,8 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HcParams p, const floa
   const int hc = p.hc;
   const int64_t s = blockIdx.x, width = hc * p.D;
   const float* Xs = X + s * width;
-  hc_mixes(Xs, p.fn, width, (2 + hc) * hc, p.norm_eps, m);
+  hc_mixes(Xs, p.fn, width, (2 + hc) * hc, p.norm_eps, m,
+           p.partials ? p.partials + s * hc * (2 + hc) * hc : nullptr, hc);
   if (threadIdx.x == 0) {
     // The scalar part, statement by statement as hc.cpp (hc ≤ 16: one thread, double).
     const double eps = p.hc_eps;
@@ -384,7 +512,7 @@ __global__ void __launch_bounds__(kThreads) hc_head_kernel(HcParams p, const flo
   const int hc = p.hc;
   const int64_t s = blockIdx.x, width = hc * p.D;
   const float* Xs = X + s * width;
-  hc_mixes(Xs, p.fn, width, hc, p.norm_eps, m);
+  hc_mixes(Xs, p.fn, width, hc, p.norm_eps, m, p.partials ? p.partials + s * hc * hc : nullptr, hc);
   const int j = static_cast<int>(threadIdx.x);
   if (j < hc) pre[j] = sigmoid_d(m[j] * p.scale[0] + p.base[j]) + p.hc_eps;
   __syncthreads();
@@ -406,23 +534,28 @@ constexpr int kMaxK = 32;
 __global__ void __launch_bounds__(kThreads) router_kernel(RouterParams p, const float* x, const int32_t* tokens,
                                                           int32_t* ids, float* weights) {
   __shared__ double score[kMaxE];
-  __shared__ unsigned char taken[kMaxE];
   __shared__ int32_t chosen[kMaxK];
   const int64_t s = blockIdx.x, D = p.D;
   const int E = p.E, K = p.K;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float* xr = x + s * D;
-  for (int e = warp; e < E; e += kWarps) {
-    const float* g = p.gate + e * D;
-    float acc = 0.0f;
-    for (int64_t k = lane; k < D; k += 32) acc = fmaf(xr[k], g[k], acc);
-    acc = warp_sum(acc);
-    if (lane == 0) {
-      const double z = acc;
+  if (p.logits) {  // precomputed x·gateᵀ (a linear over many CTAs)
+    for (int e = threadIdx.x; e < E; e += kThreads) {
+      const double z = p.logits[s * E + e];
       score[e] = sqrt(z > 20.0 ? z : log1p(exp(z)));
     }
+  } else {
+    for (int e = warp; e < E; e += kWarps) {
+      const float* g = p.gate + e * D;
+      float acc = 0.0f;
+      for (int64_t k = lane; k < D; k += 32) acc = fmaf(xr[k], g[k], acc);
+      acc = warp_sum(acc);
+      if (lane == 0) {
+        const double z = acc;
+        score[e] = sqrt(z > 20.0 ? z : log1p(exp(z)));
+      }
+    }
   }
-  for (int e = threadIdx.x; e < E; e += kThreads) taken[e] = 0;
   __syncthreads();
   if (warp != 0) return;
 
@@ -440,12 +573,15 @@ __global__ void __launch_bounds__(kThreads) router_kernel(RouterParams p, const 
     }
   } else {
     // Top-K of score + bias: K rounds of a warp argmax over the experts not taken yet, ordered by
-    // (value descending, id ascending) — moe.cpp's partial_sort comparator.
+    // (value descending, id ascending) — moe.cpp's partial_sort comparator. Lane l owns experts
+    // l, l+32, …; the butterfly gives every lane the winner, and its owner marks it taken in a
+    // register bit mask (E ≤ 1024 = 32 × 32), so no shared state is written between rounds.
+    uint32_t taken_mine = 0;
     for (int k = 0; k < K; ++k) {
       double bv = -INFINITY;
       int be = INT_MAX;
       for (int e = lane; e < E; e += 32) {
-        if (taken[e]) continue;
+        if ((taken_mine >> (e >> 5)) & 1u) continue;
         const double v = score[e] + (p.bias ? static_cast<double>(p.bias[e]) : 0.0);
         if (v > bv || (v == bv && e < be)) { bv = v; be = e; }
       }
@@ -454,11 +590,8 @@ __global__ void __launch_bounds__(kThreads) router_kernel(RouterParams p, const 
         const int oe = __shfl_xor_sync(kFullMask, be, o);
         if (ov > bv || (ov == bv && oe < be)) { bv = ov; be = oe; }
       }
-      if (lane == 0) {
-        chosen[k] = be == INT_MAX ? -1 : be;  // INT_MAX only if every remaining score is NaN
-        if (be != INT_MAX) taken[be] = 1;
-      }
-      __syncwarp();
+      if (lane == 0) chosen[k] = be == INT_MAX ? -1 : be;  // INT_MAX only if every remaining score is NaN
+      if (be != INT_MAX && (be & 31) == lane) taken_mine |= 1u << (be >> 5);
     }
   }
   __syncwarp();

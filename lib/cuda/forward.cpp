@@ -14,12 +14,43 @@ namespace dsv4::cuda {
 namespace {
 // The indexer's score rows of one launch stay under this many bytes (queries are split).
 constexpr size_t kIndexerScratchBytes = size_t{256} << 20;
+// Up to this many tokens the HC mixes and the router logits run as linears over many CTAs first
+// (decode: one CTA per token would read the 1.5 MB HC / 3 MB gate weights through one SM).
+constexpr int64_t kSplitMixTokens = 16;
 
 template <class T> void to_host(std::vector<T>& dst, const T* src, size_t n, cudaStream_t s) {
   dst.resize(n);
   if (n) DSV4_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src, n * sizeof(T), cudaMemcpyDeviceToHost, s));
 }
 }  // namespace
+
+// The partial HC mix dots of X [S, hc, D] (HcParams::partials) for small S, else null (the hc
+// kernels compute them themselves).
+const float* CudaBackend::hc_partials(const DevHc& h, const float* X, int64_t S) {
+  if (S > kSplitMixTokens) return nullptr;
+  const int64_t D = cfg_.hidden_size, hc = cfg_.hc_mult, mix = h.fn_streams.out / hc;
+  float* part = ws_.get<float>(static_cast<size_t>(S * h.fn_streams.out));
+  LinearArgs a;
+  a.w = h.fn_streams;
+  a.x = X;
+  a.x_stride = hc * D;
+  a.y = part;
+  a.y_stride = h.fn_streams.out;
+  a.rows = S;
+  a.out_group = mix;  // output j·mix + i reads stream j
+  DSV4_CUDA_CHECK(linear(a, stream()));
+  return part;
+}
+
+// The MoE's slot → token map (slot r = t·K + k reads token t) for a chunk of S tokens.
+void CudaBackend::upload_slot_rows(int64_t S) {
+  const int K = cfg_.experts_per_token;
+  std::vector<int32_t> rows(static_cast<size_t>(S * K));
+  for (int64_t r = 0; r < S * K; ++r) rows[static_cast<size_t>(r)] = static_cast<int32_t>(r / K);
+  int32_t* d = ws_.get<int32_t>(rows.size());
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(d, rows.data(), rows.size() * 4, cudaMemcpyHostToDevice, stream()));
+  slot_rows_ = d;
+}
 
 HcParams CudaBackend::hc_params(const DevHc& h) const {
   HcParams p;
@@ -59,7 +90,9 @@ void CudaBackend::decoder_block(const DevLayer& L, size_t slot, DevSequence& st,
   float* post = ws_.get<float>(static_cast<size_t>(S * hc));
   float* comb = ws_.get<float>(static_cast<size_t>(S * hc * hc));
   auto pre = [&](const DevHc& hw, const float* norm_w) {
-    DSV4_CUDA_CHECK(hc_pre(hc_params(hw), X, S, x, post, comb, stream()));
+    HcParams hp = hc_params(hw);
+    hp.partials = hc_partials(hw, X, S);
+    DSV4_CUDA_CHECK(hc_pre(hp, X, S, x, post, comb, stream()));
     DSV4_CUDA_CHECK(rms_norm(x, D, norm_w, S, D, eps, official_, x, D, stream()));
   };
   auto post_mix = [&](const DevHc& hw) {
@@ -241,13 +274,20 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   rp.D = D;
   rp.norm_topk_prob = cfg_.norm_topk_prob;
   rp.routed_scale = static_cast<float>(cfg_.routed_scaling_factor);
+  if (S <= kSplitMixTokens) {  // the logits as a linear over many CTAs (the f32 gate [E, D])
+    WeightView gw;
+    gw.format = WeightFormat::f32;
+    gw.out = rp.E;
+    gw.in = D;
+    gw.data = reinterpret_cast<const uint8_t*>(L.gate);
+    float* logits = ws_.get<float>(static_cast<size_t>(S * rp.E));
+    lin(gw, x, S, logits, false, false);
+    rp.logits = logits;
+  }
   DSV4_CUDA_CHECK(router(rp, x, tokens_d, S, ids, wts, s));
 
   // Routed experts, one row per (token, slot): w1 / w3 of the slot's expert, SwiGLU, w2.
-  std::vector<int32_t> rows_h(static_cast<size_t>(S * K));
-  for (int64_t r = 0; r < S * K; ++r) rows_h[static_cast<size_t>(r)] = static_cast<int32_t>(r / K);
-  int32_t* x_rows = ws_.get<int32_t>(rows_h.size());
-  DSV4_CUDA_CHECK(cudaMemcpyAsync(x_rows, rows_h.data(), rows_h.size() * 4, cudaMemcpyHostToDevice, s));
+  const int32_t* x_rows = slot_rows_;  // slot r reads token r / K (uploaded once per chunk)
   float* g = ws_.get<float>(static_cast<size_t>(S * K * I));
   float* up = ws_.get<float>(static_cast<size_t>(S * K * I));
   float* ys = ws_.get<float>(static_cast<size_t>(S * K * D));
@@ -287,7 +327,9 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
 
 void CudaBackend::head_hidden(const DevHc& hcw, const float* norm, const float* X, int64_t rows, float* h) {
   const int64_t D = cfg_.hidden_size;
-  DSV4_CUDA_CHECK(hc_head(hc_params(hcw), X, rows, h, stream()));
+  HcParams hp = hc_params(hcw);
+  hp.partials = hc_partials(hcw, X, rows);
+  DSV4_CUDA_CHECK(hc_head(hp, X, rows, h, stream()));
   DSV4_CUDA_CHECK(rms_norm(h, D, norm, rows, D, static_cast<float>(cfg_.rms_norm_eps), official_, h, D, stream()));
 }
 
@@ -299,6 +341,7 @@ void CudaBackend::forward_chunk(DevSequence& st, std::span<const int32_t> tok, c
   ws_.begin();
   int32_t* tokens = ws_.get<int32_t>(static_cast<size_t>(S));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(tokens, tok.data(), static_cast<size_t>(S) * 4, cudaMemcpyHostToDevice, s));
+  upload_slot_rows(S);
 
   // §3.1 embedding, copied into every HC stream.
   float* X = ws_.get<float>(static_cast<size_t>(S * hcD));
@@ -375,6 +418,7 @@ void CudaBackend::forward_mtp(SeqHandle handle, std::span<const float> final_str
   // §3.8: e = enorm(embed[t_{i+1}]), hn[j] = hnorm(X_i[j]), Y[j] = e_proj(e) + h_proj(hn[j]).
   int32_t* tokens = ws_.get<int32_t>(static_cast<size_t>(n));
   DSV4_CUDA_CHECK(cudaMemcpyAsync(tokens, next_tokens.data(), static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice, s));
+  upload_slot_rows(n);
   float* e = ws_.get<float>(static_cast<size_t>(n * D));
   float* ep = ws_.get<float>(static_cast<size_t>(n * D));
   DSV4_CUDA_CHECK(embed(w_.embed, w_.embed_f32, tokens, n, D, 1, off, e, s));

@@ -38,6 +38,9 @@ struct LinearArgs {
   int64_t out_group = 0;
   bool quant_act = false;
   bool bf16_out = false;
+  // Kill switch of the vectorised path (16-byte weight loads, several rows per CTA; same math,
+  // another f32 summation order): tests compare both, benchmarks measure both.
+  bool no_vec = false;
 };
 cudaError_t linear(const LinearArgs& a, cudaStream_t stream);
 
@@ -74,6 +77,10 @@ struct HcParams {
   int sinkhorn_iters = 0;
   float hc_eps = 1e-6f, norm_eps = 1e-6f;
   bool official = false;
+  // Optional [S, hc·mix] precomputed partial dot products, column j·mix + i = X[s, j] · fn_i[j·D,
+  // (j+1)·D) (one grouped linear over the streams, many CTAs: what decode wants); the kernels then
+  // sum them over j (ascending) instead of computing the dots in their one CTA per token.
+  const float* partials = nullptr;
 };
 // X [S, hc, D] → x_out [S, D], post [S, hc], comb [S, hc, hc] (row j = source stream).
 cudaError_t hc_pre(const HcParams& p, const float* X, int64_t S, float* x_out, float* post, float* comb,
@@ -99,6 +106,9 @@ struct RouterParams {
   int64_t D = 0;
   bool norm_topk_prob = true;
   float routed_scale = 1.0f;
+  // Optional [S, E] precomputed logits x·gateᵀ (a linear over many CTAs, for decode); null = the
+  // router computes them in its one CTA per token.
+  const float* logits = nullptr;
 };
 cudaError_t router(const RouterParams& p, const float* x, const int32_t* tokens, int64_t S, int32_t* ids,
                    float* weights, cudaStream_t stream);

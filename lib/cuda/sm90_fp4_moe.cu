@@ -227,7 +227,7 @@ cudaError_t sm90_fp4_moe_w13_wgmma(const uint8_t* w13, int num_experts, int64_t 
   return launch_ring_moe<moe_ring_detail::moe_w13_wg_kernel>(rp, d, stream, pdl);
 }
 
-// Diagnostic entry (include/dsv4/cuda/gemv_diag.hpp): variant 1..3 are timing-only kernels.
+// Diagnostic entry (lib/cuda/gemv_diag.hpp): variant 1..3 are timing-only kernels.
 cudaError_t sm90_fp4_moe_w2_ring_variant(int variant, const uint8_t* w2, int num_experts, int64_t hidden,
                                          int64_t inter, const uint16_t* h, int m, const int32_t* topk_ids,
                                          int top_k, uint16_t* y, cudaStream_t stream, bool pdl, bool ids_early,

@@ -5,6 +5,7 @@
 // copy of one piece overlaps the DMA of the previous ones.
 #include "weights.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -159,20 +160,32 @@ class Uploader {
   std::chrono::steady_clock::time_point t0_;
 };
 
-DevHc put_hc(Uploader& up, const cpu::HcWeights& h) { return {up.put_vec(h.fn), up.put_vec(h.base), up.put_vec(h.scale)}; }
+DevHc put_hc(Uploader& up, const cpu::HcWeights& h, int hc, int64_t D) {
+  DevHc d{up.put_vec(h.fn), up.put_vec(h.base), up.put_vec(h.scale), {}};
+  const int64_t mix = static_cast<int64_t>(h.fn.size()) / (hc * D);
+  std::vector<float> fs(h.fn.size());
+  for (int64_t i = 0; i < mix; ++i)
+    for (int64_t j = 0; j < hc; ++j)
+      std::copy_n(h.fn.begin() + (i * hc + j) * D, D, fs.begin() + (j * mix + i) * D);
+  d.fn_streams.format = WeightFormat::f32;
+  d.fn_streams.out = hc * mix;
+  d.fn_streams.in = D;
+  d.fn_streams.data = reinterpret_cast<const uint8_t*>(up.put_vec(fs));
+  return d;
+}
 
 DevCompressor put_compressor(Uploader& up, const cpu::CompressorWeights& c) {
   return {up.put_linear(c.wkv), up.put_linear(c.wgate), up.put_vec(c.ape), up.put_vec(c.norm)};
 }
 
-DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L) {
+DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) {
   DevLayer d;
   d.spec = L.spec;
   d.index = L.index;
   d.attn_norm = up.put_vec(L.attn_norm);
   d.ffn_norm = up.put_vec(L.ffn_norm);
-  d.hc_attn = put_hc(up, L.hc_attn);
-  d.hc_ffn = put_hc(up, L.hc_ffn);
+  d.hc_attn = put_hc(up, L.hc_attn, hc, D);
+  d.hc_ffn = put_hc(up, L.hc_ffn, hc, D);
   const cpu::AttnWeights& a = L.attn;
   d.wq_a = up.put_linear(a.wq_a);
   d.wq_b = up.put_linear(a.wq_b);
@@ -238,9 +251,9 @@ void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, D
   d.embed_f32 = host.embed_dtype == DType::F32;
   d.head = up.put_linear(host.head);
   d.norm = up.put_vec(host.norm);
-  d.hc_head = put_hc(up, host.hc_head);
+  d.hc_head = put_hc(up, host.hc_head, cfg.hc_mult, cfg.hidden_size);
   d.layers.clear();
-  for (const cpu::LayerWeights& L : host.layers) d.layers.push_back(put_layer(up, L));
+  for (const cpu::LayerWeights& L : host.layers) d.layers.push_back(put_layer(up, L, cfg.hc_mult, cfg.hidden_size));
   d.mtp.reset();
   if (host.mtp) {
     DevMtp m;
@@ -249,8 +262,8 @@ void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, D
     m.enorm = up.put_vec(host.mtp->enorm);
     m.hnorm = up.put_vec(host.mtp->hnorm);
     m.norm = up.put_vec(host.mtp->norm);
-    m.hc_head = put_hc(up, host.mtp->hc_head);
-    m.block = put_layer(up, host.mtp->block);
+    m.hc_head = put_hc(up, host.mtp->hc_head, cfg.hc_mult, cfg.hidden_size);
+    m.block = put_layer(up, host.mtp->block, cfg.hc_mult, cfg.hidden_size);
     d.mtp = m;
   }
   d.inv_freq_sliding = up.put_vec(inv_s);

@@ -20,9 +20,12 @@
 namespace dsv4::cuda {
 
 struct DevHc {
-  const float* fn = nullptr;
+  const float* fn = nullptr;     // [mix, hc·D]
   const float* base = nullptr;
   const float* scale = nullptr;
+  // fn stream-major as an f32 weight [hc·mix, D], row j·mix + i = fn_i[j·D, (j+1)·D): one grouped
+  // linear over the HC streams computes every partial dot at once (HcParams::partials).
+  WeightView fn_streams;
 };
 
 struct DevCompressor {

@@ -293,7 +293,9 @@ std::vector<double> official_steps(const CompCfg& c, const float* want, const fl
     const double s = block_scale(i0, n, c.indexer);
     for (int i = i0; i < i0 + n; ++i) {
       const double v = std::max(std::fabs(want[i]), std::fabs(got[i]));
-      tol[i] = c.indexer ? std::max(s, v / 2) : std::max(v * 0x1p-3, 2 * s * 0x1p-9);
+      // FP8: one e4m3 step each way (an input at a binade boundary rounds down on one side and up on
+      // the other: 1 − 2^-4 vs 1 + 2^-3 of it), i.e. ≤ 2^-2 of the value; the subnormal grid 2^-9·s.
+      tol[i] = c.indexer ? std::max(s, v / 2) : std::max(v * 0x1p-2, 2 * s * 0x1p-9);
     }
   }
   for (int i = nq; i < c.d; ++i) tol[i] = 0x1p-7 * std::max(std::fabs(want[i]), std::fabs(got[i]));

@@ -6,12 +6,18 @@
 //    the hidden states layer by layer and the greedy continuation;
 //  - reference numerics: CUDA vs the CPU reference (ties to the lowest index) and figures against
 //    the float64 fixtures.
-// Bounds and why (official): both backends round to bf16 at the same points; they differ only in
-// the accumulation order inside f32 sums (the CPU twin sums in double), i.e. ≈ n·2^-24 relative
-// before a rounding. That flips a bf16 rounding (one ulp = 2^-8 relative) for a small fraction
-// of values, and flips propagate through the layers: mean |Δlogit| ≤ 0.02 and max ≤ 0.25 on
-// logits of magnitude ~1–5, and top-1 equal wherever the CPU's top-2 margin exceeds 0.1
-// (several of those flips would have to line up to move a logit by 0.1). Reference: f32 storage on
+// Bounds and why (official): both backends round at the same points; they differ only in the
+// accumulation order inside f32 sums (the CPU twin sums in double). The official arithmetic is
+// chaotic in that order: a last-bit difference before an FP8 1×128 activation quantisation moves a
+// value by a whole e4m3 step (12.5 %) or doubles a block scale, and such flips compound through the
+// layers. Measured (docs/architecture.md, "official numerics"): the CPU twin with f32 FMA sums
+// instead of double differs from itself by mean |Δlogit| 0.015–0.085, max ≤ 2.42, top-1 82–100 %,
+// top-1 disagreements only where the top-2 margin ≤ 1.05. The CUDA backend must stay inside that
+// envelope with margin: mean ≤ 0.1, max ≤ 3, top-1 ≥ 80 %, top-1 equal wherever the CPU's top-2
+// margin exceeds 1.5 (greedy: the first differing token only at such a margin). Hidden states:
+// mean |Δ| / mean |CPU| ≤ 0.1 per layer (reported with the max). Every kernel is held far tighter
+// by its own test (tests/gpu/test_{dense,attention}_kernels.cpp), and the reference numerics
+// below check the whole wiring to f32 accuracy. Reference: f32 storage on
 // both, f32 vs double sums only (≈ 1e-6 relative per op): max |Δlogit| ≤ 1e-3 — the fixtures'
 // own bound for an f32 backend. Skips without a device (gpu_main) or without ../shared.
 #include <algorithm>
@@ -130,7 +136,7 @@ void report(const std::string& what, const Stats& s) {
               what.c_str(), s.max, s.mean, 100 * s.top1, static_cast<long long>(s.rows), s.worst_margin);
 }
 
-constexpr double kOffMax = 0.25, kOffMean = 0.02, kOffMargin = 0.1, kRefMax = 1e-3;
+constexpr double kOffMax = 3.0, kOffMean = 0.1, kOffTop1 = 0.8, kOffMargin = 1.5, kRefMax = 1e-3;
 
 void check_official(const std::string& name) {
   auto f = open_fixture(name);
@@ -159,6 +165,7 @@ void check_official(const std::string& name) {
       report(fmt::format("prompt {} ({} tokens) {}", i, ids.size(), label), s);
       CHECK(s.max <= kOffMax);
       CHECK(s.mean <= kOffMean);
+      CHECK(s.top1 >= kOffTop1);
       CHECK(s.bad_top1 == 0);
     }
   }
@@ -214,6 +221,7 @@ void check_mixed(const std::string& name) {
   for (const Stats& s : {sa, sb}) {
     CHECK(s.max <= kOffMax);
     CHECK(s.mean <= kOffMean);
+    CHECK(s.top1 >= kOffTop1);
     CHECK(s.bad_top1 == 0);
   }
 }
@@ -241,20 +249,22 @@ void check_hidden(const std::string& name) {
   REQUIRE(hc.size() == hg.size());
   const dsv4::ModelConfig& cfg = cpu->config();
   const size_t block = ids.size() * static_cast<size_t>(cfg.hc_mult * cfg.hidden_size);
-  std::printf("%s, hidden states layer by layer (prompt of %zu tokens), max |Δ| / max |CPU|:\n", name.c_str(),
+  std::printf("%s, hidden states layer by layer (prompt of %zu tokens):\n", name.c_str(),
               ids.size());
   for (int l = 0; l <= cfg.num_layers; ++l) {
     const size_t b0 = static_cast<size_t>(l) * block;
     const size_t n = l < cfg.num_layers ? block : hc.size() - b0;
-    double md = 0, mr = 0;
+    double md = 0, mr = 0, sd = 0, sr = 0;
     for (size_t i = b0; i < b0 + n; ++i) {
-      md = std::max(md, std::fabs(static_cast<double>(hg[i]) - hc[i]));
+      const double d = std::fabs(static_cast<double>(hg[i]) - hc[i]);
+      md = std::max(md, d);
       mr = std::max(mr, std::fabs(static_cast<double>(hc[i])));
+      sd += d;
+      sr += std::fabs(static_cast<double>(hc[i]));
     }
-    std::printf("  %s %d: %.3g (max |CPU| %.3g)\n", l < cfg.num_layers ? "entering layer" : "final hidden", l,
-                md / mr, mr);
-    // One bf16 ulp is 2^-8 relative; a few flipped roundings per layer compound to a few ulps.
-    CHECK(md / mr <= 0.05);
+    std::printf("  %s %d: mean |Δ| / mean |CPU| %.3g, max |Δ| / max |CPU| %.3g (max |CPU| %.3g)\n",
+                l < cfg.num_layers ? "entering layer" : "final hidden", l, sd / sr, md / mr, mr);
+    CHECK(sd / sr <= 0.1);
   }
 }
 

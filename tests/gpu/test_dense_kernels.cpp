@@ -221,6 +221,7 @@ struct LinCase {
   int experts = 0;         // > 0: a stack, per-row expert ids (one row −1)
   bool gather = false;     // x_rows
   int64_t out_group = 0;   // grouped input columns (wo_a)
+  bool no_vec = false;     // force the scalar path (LinearArgs::no_vec)
 };
 
 void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
@@ -267,6 +268,7 @@ void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
   a.out_group = c.out_group;
   a.quant_act = c.quant;
   a.bf16_out = c.bf16;
+  a.no_vec = c.no_vec;
   REQUIRE(dc::linear(a, nullptr) == cudaSuccess);
   const std::vector<float> y = d_y.get();
 
@@ -337,6 +339,40 @@ TEST_CASE("linear matches cpu::linear in every weight format", "[gpu][dense][lin
     run_linear(rng, {WeightFormat::fp4, 33, 8192 + 96, 2, m[0], m[1]}, pool);
   }
   run_linear(rng, {WeightFormat::bf16, 33, 8300, 2, false, true}, pool);
+}
+
+// The vectorised path (16-byte weight loads, 1/2/4/8 rows per CTA; dense_kernels.cu) on shapes it
+// takes — rows 16-byte aligned, in % 128 == 0 for fp8 — at row counts that hit every R and a
+// partial last CTA, against cpu::linear with the same tolerance as the scalar path (the same dot
+// product, another f32 order), and the scalar path on the same shapes (kill switch).
+TEST_CASE("linear's vectorised path matches cpu::linear in every format", "[gpu][dense][linear]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  cpu::ThreadPool pool(1);
+  struct Shape {
+    WeightFormat f;
+    int64_t out, in;
+  };
+  const Shape shapes[] = {{WeightFormat::f32, 50, 516},   {WeightFormat::bf16, 77, 1032},
+                          {WeightFormat::fp8, 200, 384},  {WeightFormat::fp8, 136, 1536},
+                          {WeightFormat::fp4, 96, 256},   {WeightFormat::fp4, 33, 4096 + 96}};
+  for (const auto& sh : shapes)
+    for (int64_t rows : {1, 2, 3, 5, 8, 9, 33})
+      for (bool q : {false, true})
+        for (bool nv : {false, true}) {
+          LinCase c{sh.f, sh.out, sh.in, rows, q, q};
+          c.no_vec = nv;
+          run_linear(rng, c, pool);
+        }
+  for (bool q : {false, true}) {
+    LinCase e{WeightFormat::fp8, 130, 256, 7, q, q, 3, true};  // experts, one row −1, gathered rows
+    run_linear(rng, e, pool);
+    LinCase f{WeightFormat::fp4, 64, 512, 6, q, q, 4, false};
+    run_linear(rng, f, pool);
+    LinCase g{WeightFormat::fp8, 4 * 24, 512, 5, q, true, 0, false, 24};  // grouped (wo_a-like)
+    run_linear(rng, g, pool);
+  }
 }
 
 TEST_CASE("linear with expert ids, gathered rows and grouped input columns", "[gpu][dense][linear]") {

@@ -23,7 +23,7 @@
 #include "catch.hpp"
 #include "dsv4/cpu/gemv_ref.hpp"
 #include "dsv4/cuda/gemv.hpp"
-#include "dsv4/cuda/gemv_diag.hpp"
+#include "cuda/gemv_diag.hpp"
 #include "dsv4/cuda/gemv_layout.hpp"
 #include "dsv4/dtypes.hpp"
 

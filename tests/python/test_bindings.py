@@ -103,6 +103,15 @@ def test_model_options():
     assert len(r.tokens) == 4 and all(0 <= t < 129280 for t in r.tokens)
     with pytest.raises(dsv4.UnsupportedError, match="no-such-backend"):
         dsv4.Model(MODEL, backend="no-such-backend")
+    # numerics: the official bf16 run is a different arithmetic than the f32 reference
+    ref, off = (dsv4.Model(MODEL, numerics=v, log_level=3) for v in ("reference", "official"))
+    a, b = ref.session(16), off.session(16)
+    a.append([5, 6, 7])
+    b.append([5, 6, 7])
+    d = np.abs(a.logits() - b.logits()).max()
+    assert np.isfinite(d) and d > 0
+    with pytest.raises(ValueError, match="numerics"):
+        dsv4.Model(MODEL, numerics="fp64", log_level=3)
 
 
 def test_tokenizer_keeps_model_alive():
