@@ -94,9 +94,11 @@ CudaBackend::~CudaBackend() {
 std::string CudaBackend::memory_line() const {
   const WeightBytes& b = w_.bytes;
   auto mb = [](size_t v) { return static_cast<double>(v) / (1024.0 * 1024.0); };
+  const size_t state = state_pool_ ? state_pool_->used() : 0;
   return fmt::format("device memory: weights {:.1f} MiB (fp8 {:.1f}, fp4 {:.1f}, bf16 {:.1f}, f32 {:.1f}, scales {:.1f}, "
-                     "other {:.1f}), workspace {:.1f} MiB, {:.1f} MiB free",
-                     mb(b.total()), mb(b.fp8), mb(b.fp4), mb(b.bf16), mb(b.f32), mb(b.scales), mb(b.other),
+                     "other {:.1f}), sequence state {:.1f} MiB in the pool's compact accounting, workspace {:.1f} MiB, "
+                     "{:.1f} MiB free",
+                     mb(b.total()), mb(b.fp8), mb(b.fp4), mb(b.bf16), mb(b.f32), mb(b.scales), mb(b.other), mb(state),
                      mb(ws_.bytes()), mb(device_free_bytes()));
 }
 

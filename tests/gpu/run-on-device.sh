@@ -20,13 +20,16 @@ if [ "${PREBUILT:-0}" = 1 ]; then
   "$bin/dsv4_gpu_tests" ${GPU_TEST_FILTER:-} 2>&1 | tee -a "$OUT/tests.log" | grep -v "^moe\|^fp8" | tail -${TAIL:-60}
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   if [ "${SANITIZE:-0}" = 1 ]; then
-    # compute-sanitizer over the kernel tests and the tiny-a forward (the 2300-token runs are too
-    # slow under memcheck); each tool's summary goes to stdout, the logs to $OUT.
+    # compute-sanitizer over the kernel tests, and memcheck over the tiny-a forward cases (the
+    # 2300-token runs are too slow under it); each tool's summary to stdout, the logs to $OUT.
     for tool in memcheck racecheck initcheck; do
-      compute-sanitizer --tool $tool --error-exitcode 9 "$bin/dsv4_gpu_tests" ${SANITIZE_FILTER:-"~[slow]"} \
-        >"$OUT/sanitize-$tool.log" 2>&1 || rc=1
+      timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool $tool --error-exitcode 9 "$bin/dsv4_gpu_tests" \
+        "${SANITIZE_FILTER:-[dense],[attention]}" >"$OUT/sanitize-$tool.log" 2>&1 || rc=1
       echo "compute-sanitizer $tool: $(grep -E "ERROR SUMMARY|RACECHECK SUMMARY|test cases" "$OUT/sanitize-$tool.log" | tr '\n' ' ')"
     done
+    timeout "${SANITIZE_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 9 "$bin/dsv4_gpu_tests" \
+      '[forward]~[slow]' >"$OUT/sanitize-memcheck-forward.log" 2>&1 || rc=1
+    echo "compute-sanitizer memcheck, tiny-a forward: $(grep -E "ERROR SUMMARY|test cases" "$OUT/sanitize-memcheck-forward.log" | tr '\n' ' ')"
   fi
   bench=$bin/bench_gemv
 else
