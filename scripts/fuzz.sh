@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets of tests/fuzz with clang (ASan + UBSan) into build-fuzz and runs each
 # for SECONDS, one after the other (never in parallel).
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      targets: safetensors config tokenizer chat_encode chat_parse
+#                                              server_request
 # The corpus grows in build-fuzz/corpus/<target> (kept between runs); crashes, timeouts and
 # out-of-memory inputs land in build-fuzz/artifacts/<target>/ and make the script fail (each one
 # then becomes a regression test in tests/test_robustness_*.cpp). Seeds come from the repository's
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors config tokenizer chat_encode chat_parse)
+((${#targets[@]})) || targets=(safetensors config tokenizer chat_encode chat_parse server_request)
 build=${DSV4_FUZZ_BUILD:-build-fuzz}
 
 if ! command -v clang++ >/dev/null 2>&1; then
@@ -36,7 +37,8 @@ rm -rf "$build/seeds"
 python3 tests/fuzz/make_seeds.py "$build/seeds" ${DSV4_FUZZ_MODEL:-}
 
 # Per target: the longest input tried (long enough for the O(n²) shapes to show as timeouts).
-declare -A max_len=([safetensors]=65536 [config]=16384 [tokenizer]=262144 [chat_encode]=65536 [chat_parse]=131072)
+declare -A max_len=([safetensors]=65536 [config]=16384 [tokenizer]=262144 [chat_encode]=65536 [chat_parse]=131072
+                   [server_request]=65536)
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0

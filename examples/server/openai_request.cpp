@@ -22,6 +22,17 @@ constexpr size_t kMaxLogitBias = 4096;
 constexpr int kMaxLogprobs = 20;         // SamplerParams::logprobs bound
 constexpr int kDefaultCompletionMaxTokens = 16;
 
+// A string member compared against a fixed set ("type", "role"): `def` when absent or null; a
+// value no valid string equals when `o` is not an object or the member is not a string.
+// (json::value(key, def) throws type_error for those: a client's {"type": {}} must be a 400 naming
+// the field, found by tests/fuzz/fuzz_server_request.)
+std::string str_member(const Json& o, const char* key, const char* def) {
+  if (!o.is_object()) return "\x01(not an object)";
+  auto it = o.find(key);
+  if (it == o.end() || it->is_null()) return def;
+  return it->is_string() ? it->get<std::string>() : std::string("\x01(not a string)");
+}
+
 // The value of `key`, or nullptr when absent or JSON null (OpenAI treats both as "not given").
 const Json* field(const Json& body, const char* key) {
   auto it = body.find(key);
@@ -187,7 +198,7 @@ void flatten_content(Json& m, const std::string& where) {
   for (const Json& part : *it) {
     if (part.is_string()) {
       text += (first ? "" : "\n") + part.get<std::string>();
-    } else if (part.is_object() && part.value("type", "") == "text" && part.contains("text") && part["text"].is_string()) {
+    } else if (part.is_object() && str_member(part, "type", "") == "text" && part.contains("text") && part["text"].is_string()) {
       text += (first ? "" : "\n") + part["text"].get<std::string>();
     } else {
       bad_param(where + ".content", fmt::format("'{}.content': only text parts are supported, got {}", where, show(part)));
@@ -290,7 +301,7 @@ RenderedChat render_chat(const Json& body) {
     for (size_t i = 0; i < tools->size(); ++i) {
       const Json& t = (*tools)[i];
       const std::string where = fmt::format("tools[{}]", i);
-      if (!t.is_object() || t.value("type", "function") != "function" || !t.contains("function") || !t["function"].is_object())
+      if (!t.is_object() || str_member(t, "type", "function") != "function" || !t.contains("function") || !t["function"].is_object())
         bad_param(where, fmt::format("'{}' must be {{\"type\": \"function\", \"function\": {{...}}}}", where));
       const Json& fn = t["function"];
       if (!fn.contains("name") || !fn["name"].is_string() || fn["name"].get<std::string>().empty())
@@ -307,7 +318,7 @@ RenderedChat render_chat(const Json& body) {
       else if (s == "auto") r.tool_choice = have_tools ? ToolChoice::automatic : ToolChoice::none;
       else if (s == "required") r.tool_choice = ToolChoice::required;
       else bad_param("tool_choice", fmt::format("'tool_choice' must be \"none\", \"auto\", \"required\" or a named function, got {}", show(*tc)));
-    } else if (tc->is_object() && tc->value("type", "") == "function" && tc->contains("function") &&
+    } else if (tc->is_object() && str_member(*tc, "type", "") == "function" && tc->contains("function") &&
                (*tc)["function"].is_object() && (*tc)["function"].contains("name") && (*tc)["function"]["name"].is_string()) {
       r.tool_choice = ToolChoice::named;
       r.forced = (*tc)["function"]["name"].get<std::string>();
@@ -327,13 +338,13 @@ RenderedChat render_chat(const Json& body) {
   // tools are not rendered at all, so the model does not know it could call them.
   Json schema;
   if (const Json* rf = field(body, "response_format")) {
-    const std::string type = rf->is_object() ? rf->value("type", "") : "";
+    const std::string type = rf->is_object() ? str_member(*rf, "type", "") : "";
     if (type == "json_schema" && rf->contains("json_schema")) schema = (*rf)["json_schema"];
     else if (type != "text") bad_param("response_format", "'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_schema\", ...}");
   }
   const bool render_tools = have_tools && r.tool_choice != ToolChoice::none;
   if (render_tools || !schema.is_null()) {
-    const bool first_is_system = messages[0].value("role", "") == "system" || messages[0].value("role", "") == "developer";
+    const bool first_is_system = str_member(messages[0], "role", "") == "system" || str_member(messages[0], "role", "") == "developer";
     if (!first_is_system) messages.insert(messages.begin(), Json{{"role", "system"}, {"content", ""}});
     Json& sys = messages[0];
     if (render_tools) {

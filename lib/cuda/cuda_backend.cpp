@@ -18,18 +18,23 @@ namespace {
 // rest: activation workspace, cuBLAS / allocator slack).
 constexpr double kStateShareOfFree = 0.7;
 
-// Bytes one sequence's f32 device state takes for `tokens` tokens (what this stage stores), to
-// turn free device memory into a budget in the pool's compact accounting.
-size_t f32_state_bytes(const std::vector<LayerStateShape>& layout, int64_t tokens) {
-  size_t b = 0;
+// What one sequence's state costs as this stage stores it (f32 everywhere, the CPU layout on the
+// device): the fixed part (window rings + compressor rows) and one page of entries and indexer keys
+// per started 128 tokens — all in StateBytes::f32, so the pool's budget and memory() are the bytes
+// really allocated (entry capacity grows by doubling: up to 2× that for the entries of a sequence
+// that is still growing). The compact layout of kv_cache.hpp replaces this with the layout itself.
+StateCost f32_state_cost(const std::vector<LayerStateShape>& layout, int rollback) {
+  StateCost c;
+  c.rollback = rollback;
   for (const LayerStateShape& s : layout) {
-    b += static_cast<size_t>(s.window_ring) * static_cast<size_t>(s.kv_dim) * 4;
-    for (const CompressorShape* c : {&s.main, &s.index})
-      if (c->ratio)
-        b += 2 * static_cast<size_t>(c->ring) * static_cast<size_t>(c->width) * 4 +
-             static_cast<size_t>(tokens / c->ratio) * static_cast<size_t>(c->dim) * 4;
+    c.fixed.f32 += static_cast<size_t>(s.window_ring) * static_cast<size_t>(s.kv_dim) * 4;
+    for (const CompressorShape* cs : {&s.main, &s.index}) {
+      if (!cs->ratio) continue;
+      c.fixed.f32 += 2 * static_cast<size_t>(cs->ring) * static_cast<size_t>(cs->width) * 4;
+      c.page.f32 += static_cast<size_t>((c.page_tokens + cs->ratio - 1) / cs->ratio) * static_cast<size_t>(cs->dim) * 4;
+    }
   }
-  return b;
+  return c;
 }
 }  // namespace
 
@@ -70,15 +75,9 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   stream_ = std::make_unique<Stream>();
   w_ = upload_weights(host_, cfg_, log_);
   layout_ = state_layout(cfg_, opt.rollback_tokens);
-  const StateCost cost = state_cost(cfg_, opt.rollback_tokens);
+  const StateCost cost = f32_state_cost(layout_, opt.rollback_tokens);
   size_t budget = state_budget(opt, cost);
-  if (budget == 0) {
-    // What is free after the weights, in the pool's compact accounting: scale by compact / f32
-    // bytes of a long sequence (this stage stores f32).
-    const int64_t probe = 1 << 16;
-    const double ratio = static_cast<double>(cost.bytes_for(probe)) / static_cast<double>(f32_state_bytes(layout_, probe));
-    budget = static_cast<size_t>(static_cast<double>(device_free_bytes()) * kStateShareOfFree * ratio);
-  }
+  if (budget == 0) budget = static_cast<size_t>(static_cast<double>(device_free_bytes()) * kStateShareOfFree);
   state_pool_ = std::make_unique<StatePool>(cost, budget);
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
@@ -88,15 +87,16 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
 }
 
 CudaBackend::~CudaBackend() {
+  (void)cudaSetDevice(device_);  // members free their device memory on their own device
   if (stream_) cudaStreamSynchronize(stream_->get());
 }
 
 std::string CudaBackend::memory_line() const {
   const WeightBytes& b = w_.bytes;
   auto mb = [](size_t v) { return static_cast<double>(v) / (1024.0 * 1024.0); };
-  const size_t state = state_pool_ ? state_pool_->used() : 0;
+  const size_t state = state_pool_ ? state_pool_->used() : 0;  // f32 bytes (f32_state_cost)
   return fmt::format("device memory: weights {:.1f} MiB (fp8 {:.1f}, fp4 {:.1f}, bf16 {:.1f}, f32 {:.1f}, scales {:.1f}, "
-                     "other {:.1f}), sequence state {:.1f} MiB in the pool's compact accounting, workspace {:.1f} MiB, "
+                     "other {:.1f}), sequence state {:.1f} MiB, workspace {:.1f} MiB, "
                      "{:.1f} MiB free",
                      mb(b.total()), mb(b.fp8), mb(b.fp4), mb(b.bf16), mb(b.f32), mb(b.scales), mb(b.other), mb(state),
                      mb(ws_.bytes()), mb(device_free_bytes()));
@@ -131,11 +131,12 @@ SeqHandle CudaBackend::create_sequence(int64_t max_context) {
   if (max_context <= 0) fail(Status::invalid_argument, "create_sequence: max_context {} must be ≥ 1", max_context);
   std::lock_guard<std::mutex> lk(mu_);
   DSV4_CUDA_CHECK(cudaSetDevice(device_));
-  return add_sequence(DevSequence::create(layout_, max_context));
+  return add_sequence(DevSequence::create(layout_, max_context, stream()));
 }
 
 void CudaBackend::release_sequence(SeqHandle h) {
   std::lock_guard<std::mutex> lk(mu_);
+  (void)cudaSetDevice(device_);  // the device memory is freed on its own device
   auto it = seqs_.find(h);
   if (it == seqs_.end()) return;
   state_pool_->release(it->second->reserved);
@@ -150,6 +151,7 @@ SeqHandle CudaBackend::fork_sequence(SeqHandle h) {
 
 void CudaBackend::reset_sequence(SeqHandle h) {
   std::lock_guard<std::mutex> lk(mu_);
+  (void)cudaSetDevice(device_);
   DevSequence& st = seq_any(h);  // reset also revives a failed sequence
   st.reset();
   const size_t keep = state_pool_->cost().bytes_for(0);
@@ -232,6 +234,7 @@ SeqHandle CudaBackend::restore_snapshot(SnapshotHandle s, int64_t max_context) {
 
 void CudaBackend::release_snapshot(SnapshotHandle s) {
   std::lock_guard<std::mutex> lk(mu_);
+  (void)cudaSetDevice(device_);
   auto it = snapshots_.find(s);
   if (it == snapshots_.end()) return;
   state_pool_->release(it->second->reserved);
@@ -314,9 +317,10 @@ void CudaBackend::run_chunk(DevSequence& st, const ForwardChunk& c, ChunkResult&
   const bool copy_rings = static_cast<int64_t>(tokens.size()) > R;
   try {
     if (copy_rings) rings.save(st, stream());
-  } catch (const std::exception& e) {
+  } catch (const std::exception& e) {  // nothing has changed yet
+    const Error* de = dynamic_cast<const Error*>(&e);
     out.status = ChunkStatus::rolled_back;
-    out.error_status = Status::out_of_memory;
+    out.error_status = de ? de->status() : Status::out_of_memory;
     out.error = fmt::format("sequence state copy for rollback: {}", e.what());
     return;
   }

@@ -29,10 +29,15 @@ class DeviceBuffer {
     if (bytes == 0) return;
     const cudaError_t e = cudaMalloc(&p_, bytes);
     if (e != cudaSuccess) {
-      (void)cudaGetLastError();  // an allocation failure is not sticky; clear it
       p_ = nullptr;
-      fail(Status::out_of_memory, "device memory for {}: {} bytes do not fit ({} bytes free): {}", what, bytes,
-           device_free_bytes(), cudaGetErrorString(e));
+      // Only a real shortage is out_of_memory (the scheduler waits for memory on it); any other
+      // error — a sticky fault from an earlier kernel — is a device failure.
+      if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();  // an allocation failure is not sticky; clear it
+        fail(Status::out_of_memory, "device memory for {}: {} bytes do not fit ({} bytes free)", what, bytes,
+             device_free_bytes());
+      }
+      fail(Status::backend, "device memory for {} ({} bytes): {}", what, bytes, cudaGetErrorString(e));
     }
   }
   ~DeviceBuffer() { reset(); }

@@ -357,7 +357,9 @@ void CudaBackend::forward_chunk(DevSequence& st, std::span<const int32_t> tok, c
       DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
       c.hidden_out->insert(c.hidden_out->end(), block.begin(), block.end());
     }
+    const Workspace::Mark layer_start = ws_.mark();  // a layer's activations die with it
     decoder_block(w_.layers[static_cast<size_t>(l)], static_cast<size_t>(l), st, X, Xn, tokens, S, p0, p0);
+    ws_.rewind(layer_start);
   }
   if (c.final_streams_out) to_host(*c.final_streams_out, X, static_cast<size_t>(S * hcD), s);
 
@@ -399,6 +401,7 @@ void CudaBackend::forward_mtp(SeqHandle handle, std::span<const float> final_str
                               std::span<const int32_t> next_tokens, std::vector<float>& logits_out) {
   std::lock_guard<std::mutex> lk(mu_);
   if (!w_.mtp) fail(Status::unsupported, "this model has no MTP layer (num_nextn_predict_layers = 0)");
+  DSV4_CUDA_CHECK(cudaSetDevice(device_));
   DevSequence& st = seq(handle);
   const int64_t n = static_cast<int64_t>(next_tokens.size());
   const int64_t D = cfg_.hidden_size, hc = cfg_.hc_mult, hcD = hc * D, V = cfg_.vocab_size;

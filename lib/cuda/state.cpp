@@ -6,9 +6,11 @@
 namespace dsv4::cuda {
 namespace {
 
-DeviceBuffer zeroed(size_t bytes, const char* what) {
+// Zeroed on the backend's stream (a legacy-stream cudaMemset is not ordered with a non-blocking
+// stream); create() synchronises once at the end.
+DeviceBuffer zeroed(size_t bytes, const char* what, cudaStream_t stream) {
   DeviceBuffer b(bytes, what);
-  if (bytes) DSV4_CUDA_CHECK(cudaMemset(b.as(), 0, bytes));
+  if (bytes) DSV4_CUDA_CHECK(cudaMemsetAsync(b.as(), 0, bytes, stream));
   return b;
 }
 
@@ -20,22 +22,23 @@ void copy_d2d(DeviceBuffer& dst, const DeviceBuffer& src, size_t bytes, cudaStre
 
 }  // namespace
 
-DevSequence DevSequence::create(const std::vector<LayerStateShape>& layout, int64_t max_context) {
+DevSequence DevSequence::create(const std::vector<LayerStateShape>& layout, int64_t max_context, cudaStream_t stream) {
   DevSequence s;
   s.max_context = max_context;
   s.layers.resize(layout.size());
   for (size_t i = 0; i < layout.size(); ++i) {
     const LayerStateShape& sh = layout[i];
     DevLayerState& L = s.layers[i];
-    L.window = zeroed(f32s(sh.window_ring, sh.kv_dim), "a sequence's window ring");
-    auto init = [](DevCompressorState& c, const CompressorShape& cs) {
+    L.window = zeroed(f32s(sh.window_ring, sh.kv_dim), "a sequence's window ring", stream);
+    auto init = [&](DevCompressorState& c, const CompressorShape& cs) {
       if (!cs.ratio) return;
-      c.kv = zeroed(f32s(cs.ring, cs.width), "a sequence's compressor rows");
-      c.gate = zeroed(f32s(cs.ring, cs.width), "a sequence's compressor rows");
+      c.kv = zeroed(f32s(cs.ring, cs.width), "a sequence's compressor rows", stream);
+      c.gate = zeroed(f32s(cs.ring, cs.width), "a sequence's compressor rows", stream);
     };
     init(L.main, sh.main);
     init(L.index, sh.index);
   }
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(stream));
   return s;
 }
 
@@ -115,7 +118,8 @@ void DevSequence::ensure_entries(const std::vector<LayerStateShape>& layout, siz
     if (!cs.ratio) return;
     const int64_t need = n / cs.ratio;
     if (need <= cap) return;
-    const int64_t new_cap = std::max<int64_t>({need, 2 * cap, 64});
+    // Doubling keeps appends O(1) amortised; the floor is one 128-token page of entries.
+    const int64_t new_cap = std::max<int64_t>({need, 2 * cap, std::max<int64_t>(1, 128 / cs.ratio)});
     DeviceBuffer nb(f32s(new_cap, cs.dim), what);
     const int64_t kept = std::min(keep / cs.ratio, cap);
     if (kept > 0)

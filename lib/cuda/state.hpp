@@ -3,8 +3,9 @@
 // append-only compressed entries and indexer keys (capacity grown by doubling), and each
 // compressor's ring of raw (kv, gate) rows. Rings are indexed by absolute position and entry
 // counts follow from the position (⌊position / ratio⌋), so truncation changes only counters.
-// Storage is f32 (values bf16 / FP8 / FP4-representable in official numerics); the StatePool
-// accounts the compact device layout of kv_cache.hpp, which is what this stage will move to.
+// Storage is f32 (values bf16 / FP8 / FP4-representable in official numerics), and the backend's
+// StatePool accounts exactly that (f32_state_cost in cuda_backend.cpp); the compact device layout of
+// kv_cache.hpp is the next stage.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -39,7 +40,7 @@ struct DevSequence {
   size_t reserved = 0;
 
   // Rings allocated (and zeroed, so two fresh sequences are byte-identical), no entries yet.
-  static DevSequence create(const std::vector<LayerStateShape>& layout, int64_t max_context);
+  static DevSequence create(const std::vector<LayerStateShape>& layout, int64_t max_context, cudaStream_t stream);
   // An independent device copy (fork, snapshot, restore): rings and the entries that exist.
   DevSequence clone(const std::vector<LayerStateShape>& layout, int num_main_layers, cudaStream_t stream) const;
   void reset();

@@ -176,6 +176,23 @@ for sub in ("official", "derived"):
             put("chat_parse", bytes([flag]) + comp, fn)
             put("chat_parse", bytes([flag | 0x50]) + comp, "split-" + fn)
 
+# ---- server request bodies: selector byte (0 completions, 1 chat, 2 tokenize, 3 detokenize) + JSON
+server_seeds = [
+    (0, {"model": "m", "prompt": "Once upon a time,", "max_tokens": 8, "temperature": 0.5}),
+    (0, {"prompt": [[1, 2, 3], [4, 5]], "n": 2, "stop": ["\n"], "logprobs": 2, "echo": True, "stream": True,
+         "stream_options": {"include_usage": True}, "logit_bias": {"7": -100}, "seed": 3}),
+    (1, {"model": "m", "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+         "max_tokens": 4, "top_p": 0.9, "logprobs": True, "top_logprobs": 3}),
+    (1, {"messages": [{"role": "user", "content": "weather?"}],
+         "tools": [{"type": "function", "function": {"name": "get", "parameters": {"type": "object"}}}],
+         "tool_choice": {"type": "function", "function": {"name": "get"}}, "chat_template_kwargs": {"thinking": True}}),
+    (2, {"prompt": "hello world", "add_special_tokens": False}),
+    (2, {"messages": [{"role": "user", "content": "x"}]}),
+    (3, {"tokens": [0, 1, 2, 100]}),
+]
+for i, (sel, body) in enumerate(server_seeds):
+    put("server_request", bytes([sel]) + json.dumps(body, ensure_ascii=False).encode(), f"req{i}")
+
 # ---- dictionaries (libFuzzer -dict): the tokens each format is made of ---------------------------
 
 
@@ -190,6 +207,10 @@ dicts = {
                    "</" + DSML + "tool_calls>", "<" + DSML + "invoke name=\"", "</" + DSML + "invoke>",
                    "<" + DSML + "parameter name=\"", "\" string=\"true\">", "\" string=\"false\">",
                    "</" + DSML + "parameter>", DSML, "\">\n", "{\"a\": 1}"],
+    "server_request": ["\"prompt\"", "\"messages\"", "\"max_tokens\"", "\"max_completion_tokens\"", "\"n\"",
+                       "\"stream\"", "\"stop\"", "\"logprobs\"", "\"top_logprobs\"", "\"logit_bias\"", "\"tools\"",
+                       "\"tool_choice\"", "\"temperature\"", "\"top_p\"", "\"seed\"", "\"tokens\"", "\"echo\"",
+                       "\"stream_options\"", "\"response_format\"", "1e308", "-1", "2147483648", "null"],
     "chat_encode": ["\"role\"", "\"content\"", "\"user\"", "\"assistant\"", "\"system\"", "\"developer\"", "\"tool\"",
                     "\"tools\"", "\"tool_calls\"", "\"function\"", "\"arguments\"", "\"name\"", "\"reasoning_content\"",
                     "\"thinking_mode\"", "\"thinking\"", "\"chat\"", "\"messages\"", "\"reasoning_effort\"", "\"max\"",

@@ -89,6 +89,15 @@ TEST_CASE("types and ranges name the param", "[openai_request]") {
   CHECK(chat_error(R"({)" + kMsgs + R"(, "reasoning_effort": "extreme"})").param() == "reasoning_effort");
   CHECK(chat_error(R"({)" + kMsgs + R"(, "tool_choice": "required"})").param() == "tool_choice");
   CHECK(chat_error(R"({"messages": [{"role": "wizard", "content": "x"}]})").param() == "messages");
+  // Members compared as strings but given another type are 400s naming the field, not internal
+  // errors (found by tests/fuzz/fuzz_server_request).
+  const std::string tools =
+      R"(, "tools": [{"type": "function", "function": {"name": "get", "parameters": {"type": "object"}}}])";
+  CHECK(chat_error(R"({)" + kMsgs + tools + R"(, "tool_choice": {"type": {"name": "get"}}})").param() == "tool_choice");
+  CHECK(chat_error(R"({)" + kMsgs + R"(, "tools": [{"type": 7, "function": {"name": "get"}}]})").status() == 400);
+  CHECK(chat_error(R"({"messages": [{"role": "user", "content": [{"type": [], "text": "x"}]}]})").status() == 400);
+  CHECK(chat_error(R"({"messages": [{"role": {}, "content": "x"}]})").status() == 400);
+  CHECK(chat_error(R"({)" + kMsgs + R"(, "response_format": {"type": 1}})").status() == 400);
 }
 
 TEST_CASE("sampling and stop fields map onto RequestParams", "[openai_request]") {
