@@ -105,6 +105,20 @@ void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_
          position, max_context);
 }
 
+void check_mtp_inputs(const ModelConfig& cfg, std::span<const float> final_streams,
+                      std::span<const int32_t> next_tokens) {
+  if (cfg.num_mtp_layers <= 0) fail(Status::unsupported, "this model has no MTP layer (num_nextn_predict_layers = 0)");
+  const int64_t n = static_cast<int64_t>(next_tokens.size());
+  const int64_t hcD = static_cast<int64_t>(cfg.hc_mult) * cfg.hidden_size;
+  if (n == 0 || static_cast<int64_t>(final_streams.size()) != n * hcD)
+    fail(Status::invalid_argument, "forward_mtp: {} tokens need final_streams of {} floats (got {})", n, n * hcD,
+         final_streams.size());
+  for (int64_t i = 0; i < n; ++i)
+    if (next_tokens[i] < 0 || next_tokens[i] >= cfg.vocab_size)
+      fail(Status::invalid_argument, "forward_mtp: token id {} at row {} is outside [0, {})", next_tokens[i], i,
+           cfg.vocab_size);
+}
+
 void check_distinct(std::span<const ForwardChunk> batch) {
   std::vector<SeqHandle> h;
   h.reserve(batch.size());

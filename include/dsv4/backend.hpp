@@ -165,6 +165,10 @@ class Backend {
 // Error(invalid_argument) for an empty chunk or an id outside [0, vocab) (naming id and position),
 // Error(context_overflow) when position + n exceeds max_context.
 void check_chunk(std::span<const int32_t> tokens, int64_t position, int64_t max_context, int64_t vocab);
+// forward_mtp's input check: Error(invalid_argument) unless the model has an MTP layer (else
+// Error(unsupported)), n ≥ 1 tokens in [0, vocab) and final_streams holds n · hc · D floats.
+void check_mtp_inputs(const ModelConfig& cfg, std::span<const float> final_streams,
+                      std::span<const int32_t> next_tokens);
 // Error(invalid_argument) when a sequence appears twice in one step (O(n log n)).
 void check_distinct(std::span<const ForwardChunk> batch);
 

@@ -110,16 +110,10 @@ void CpuBackend::forward_chunk(SequenceState& st, std::span<const int32_t> tok, 
 void CpuBackend::forward_mtp(SeqHandle handle, std::span<const float> final_streams,
                              std::span<const int32_t> next_tokens, std::vector<float>& logits_out) {
   std::lock_guard<std::mutex> lk(mu_);
-  if (!w_.mtp) fail(Status::unsupported, "this model has no MTP layer (num_nextn_predict_layers = 0)");
+  check_mtp_inputs(cfg_, final_streams, next_tokens);
   SequenceState& st = seq(handle);
   const int64_t n = static_cast<int64_t>(next_tokens.size());
   const int64_t D = cfg_.hidden_size, hc = cfg_.hc_mult, hcD = hc * D, V = cfg_.vocab_size;
-  if (n == 0 || static_cast<int64_t>(final_streams.size()) != n * hcD)
-    fail(Status::invalid_argument, "forward_mtp: {} tokens need final_streams of {} floats (got {})", n, n * hcD,
-         final_streams.size());
-  for (int64_t i = 0; i < n; ++i)
-    if (next_tokens[i] < 0 || next_tokens[i] >= V)
-      fail(Status::invalid_argument, "forward_mtp: token id {} at row {} is outside [0, {})", next_tokens[i], i, V);
   const MtpWeights& m = *w_.mtp;
   const int64_t p0 = st.mtp_position;
   tie_positions_ = nullptr;
