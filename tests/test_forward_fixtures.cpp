@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "catch.hpp"
+#include "fixture.hpp"
 #include "dsv4/backend.hpp"
 #include "dsv4/cpu/cpu_backend.hpp"
 #include "dsv4/engine.hpp"
@@ -23,27 +24,9 @@
 
 namespace {
 namespace fs = std::filesystem;
+using dsv4_test::Fixture;
+using dsv4_test::open_fixture;
 constexpr double kTol = 1e-3;
-
-struct Fixture {
-  std::string dir;
-  nlohmann::json meta;
-  std::unique_ptr<dsv4::SafetensorsFile> ref;
-  std::vector<int32_t> ids(const std::string& name) const { return dsv4::to_i32(ref->get(name)); }
-  std::vector<float> f32(const std::string& name) const { return dsv4::to_f32(ref->get(name)); }
-  int prompts() const { return static_cast<int>(meta["prompts"].size()); }
-};
-
-std::unique_ptr<Fixture> open_fixture(const std::string& name) {
-  const fs::path d = fs::path(dsv4_test::shared_dir()) / "fixtures" / name;
-  if (!fs::exists(d / "reference.safetensors")) return nullptr;
-  auto f = std::make_unique<Fixture>();
-  f->dir = d.string();
-  std::ifstream in(d / "reference.json");
-  f->meta = nlohmann::json::parse(in);
-  f->ref = std::make_unique<dsv4::SafetensorsFile>((d / "reference.safetensors").string());
-  return f;
-}
 
 std::unique_ptr<dsv4::Model> load(const Fixture& f, int experts = 0, bool torch_cpu_ties = false) {
   dsv4::LoadOptions o;

@@ -31,33 +31,18 @@
 #include <vector>
 
 #include "catch.hpp"
+#include "fixture.hpp"
 #include "dsv4/backend.hpp"
 #include "dsv4/engine.hpp"
 #include "dsv4/quant.hpp"
 #include "dsv4/safetensors.hpp"
 
 namespace {
-namespace fs = std::filesystem;
+using dsv4_test::Fixture;
+using dsv4_test::open_fixture;
 
-struct Fixture {
-  std::string dir;
-  nlohmann::json meta;
-  std::unique_ptr<dsv4::SafetensorsFile> ref;
-  std::vector<int32_t> ids(int i) const { return dsv4::to_i32(ref->get("prompt" + std::to_string(i) + ".input_ids")); }
-  std::vector<float> logits(int i) const { return dsv4::to_f32(ref->get("prompt" + std::to_string(i) + ".logits")); }
-  int prompts() const { return static_cast<int>(meta["prompts"].size()); }
-};
-
-std::unique_ptr<Fixture> open_fixture(const std::string& name) {
-  const fs::path d = fs::path(dsv4_test::shared_dir()) / "fixtures" / name;
-  if (!fs::exists(d / "reference.safetensors")) return nullptr;
-  auto f = std::make_unique<Fixture>();
-  f->dir = d.string();
-  std::ifstream in(d / "reference.json");
-  f->meta = nlohmann::json::parse(in);
-  f->ref = std::make_unique<dsv4::SafetensorsFile>((d / "reference.safetensors").string());
-  return f;
-}
+std::vector<int32_t> prompt_ids(const Fixture& f, int i) { return f.ids("prompt" + std::to_string(i) + ".input_ids"); }
+std::vector<float> prompt_logits(const Fixture& f, int i) { return f.f32("prompt" + std::to_string(i) + ".logits"); }
 
 std::unique_ptr<dsv4::Model> load(const Fixture& f, const std::string& backend, dsv4::Numerics num) {
   dsv4::LoadOptions o;
@@ -151,9 +136,9 @@ void check_official(const std::string& name) {
   suggested.push_back(1);
   std::printf("%s, official numerics: CUDA vs CPU official twin\n", name.c_str());
   for (int i = 0; i < f->prompts(); ++i) {
-    const std::vector<int32_t> ids = f->ids(i);
+    const std::vector<int32_t> ids = prompt_ids(*f, i);
     const std::vector<float> want = run(*cpu, ids, {});
-    const std::vector<float> fixture = f->logits(i);
+    const std::vector<float> fixture = prompt_logits(*f, i);
     report(fmt::format("prompt {} ({} tokens) CPU official vs float64 fixture", i, ids.size()),
            compare(want, fixture, V, 1e9));
     std::vector<std::pair<std::string, std::vector<int64_t>>> schedules = {{"full prefill", {}},
@@ -178,7 +163,7 @@ void check_mixed(const std::string& name) {
   auto cpu = load(*f, "cpu", dsv4::Numerics::official);
   auto gpu = load(*f, "cuda", dsv4::Numerics::official);
   const int64_t V = cpu->config().vocab_size;
-  const std::vector<int32_t> a = f->ids(f->prompts() - 1), b = f->ids(0);
+  const std::vector<int32_t> a = prompt_ids(*f, f->prompts() - 1), b = prompt_ids(*f, 0);
   dsv4::Backend& be = gpu->backend();
   const dsv4::SeqHandle ha = be.create_sequence(static_cast<int64_t>(a.size())),
                         hb = be.create_sequence(static_cast<int64_t>(b.size()));
@@ -232,7 +217,7 @@ void check_hidden(const std::string& name) {
   if (!f) return;
   auto cpu = load(*f, "cpu", dsv4::Numerics::official);
   auto gpu = load(*f, "cuda", dsv4::Numerics::official);
-  const std::vector<int32_t> ids = f->ids(f->prompts() - 1);
+  const std::vector<int32_t> ids = prompt_ids(*f, f->prompts() - 1);
   auto hidden = [&](const dsv4::Model& m) {
     dsv4::Backend& be = m.backend();
     const dsv4::SeqHandle h = be.create_sequence(static_cast<int64_t>(ids.size()));
@@ -276,11 +261,12 @@ void check_reference(const std::string& name) {
   const int64_t V = cpu->config().vocab_size;
   std::printf("%s, reference numerics:\n", name.c_str());
   for (int i = 0; i < f->prompts(); ++i) {
-    const std::vector<int32_t> ids = f->ids(i);
+    const std::vector<int32_t> ids = prompt_ids(*f, i);
     const std::vector<float> g = run(*gpu, ids, {});
     const Stats s = compare(g, run(*cpu, ids, {}), V, 0.0);
     report(fmt::format("prompt {} ({} tokens) CUDA vs CPU reference", i, ids.size()), s);
-    report(fmt::format("prompt {} ({} tokens) CUDA vs float64 fixture", i, ids.size()), compare(g, f->logits(i), V, 1e9));
+    report(fmt::format("prompt {} ({} tokens) CUDA vs float64 fixture", i, ids.size()),
+           compare(g, prompt_logits(*f, i), V, 1e9));
     CHECK(s.max <= kRefMax);
   }
 }
@@ -294,7 +280,7 @@ void check_greedy(const std::string& name) {
   auto gpu = load(*f, "cuda", dsv4::Numerics::official);
   const int64_t V = cpu->config().vocab_size;
   const int p = f->meta["greedy"]["prompt"].get<int>(), steps = f->meta["greedy"]["new_tokens"].get<int>();
-  const std::vector<int32_t> prompt = f->ids(p);
+  const std::vector<int32_t> prompt = prompt_ids(*f, p);
   auto s_cpu = cpu->create_session(), s_gpu = gpu->create_session();
   s_cpu->append(prompt);
   s_gpu->append(prompt);
