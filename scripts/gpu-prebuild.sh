@@ -10,10 +10,13 @@ b=${1:-build}
 [ -f "$b/CMakeCache.txt" ] || cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDSV4_CUDA=ON
 targets=(dsv4_gpu_tests test_gemv_ref bench_gemv dsv4)
 [ -f benchmarks/dsv4_bench.cpp ] && targets+=(dsv4-bench)
+# Every CUDA micro-benchmark (benchmarks/bench_*.cu).
+for f in benchmarks/bench_*.cu; do targets+=("$(basename "${f%.cu}")"); done
 cmake --build "$b" -j"$(nproc)" --target "${targets[@]}"
 out=third_party/prebuilt
 mkdir -p "$out"
-cp "$b/tests/dsv4_gpu_tests" "$b/tests/test_gemv_ref" "$b/benchmarks/bench_gemv" "$b/dsv4" "$out/"
+cp "$b/tests/dsv4_gpu_tests" "$b/tests/test_gemv_ref" "$b/dsv4" "$out/"
+for f in benchmarks/bench_*.cu; do cp "$b/benchmarks/$(basename "${f%.cu}")" "$out/"; done
 [ -f "$b/benchmarks/dsv4-bench" ] && cp "$b/benchmarks/dsv4-bench" "$out/"
 shared=${DSV4_SHARED_DIR:-../shared}
 if [ -d "$shared/fixtures" ]; then

@@ -610,6 +610,10 @@ cudaError_t sparse_attention(const AttentionArgs& a, cudaStream_t stream) {
   if (a.ratio > 0 && a.n_entries > 0 && !a.entries) return cudaErrorInvalidValue;
   if (a.ratio == 4 && (!a.n_sel || (a.topk > 0 && !a.sel))) return cudaErrorInvalidValue;
   if (a.S * a.H > 0x7fffffffLL) return cudaErrorInvalidValue;  // grid.x
+  if (!a.no_mma) {
+    const cudaError_t e = sparse_attention_mma(a, stream);
+    if (e != cudaErrorNotSupported) return e;
+  }
   const size_t smem = kAttnTile * sizeof(const float*) +
                       (static_cast<size_t>(a.hd) + 2 * kAttnTile + kWarp) * sizeof(float);
   if (cudaError_t e = prepare_smem(sparse_attention_kernel, smem); e != cudaSuccess) return e;

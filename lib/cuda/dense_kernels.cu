@@ -689,6 +689,10 @@ cudaError_t linear(const LinearArgs& a, cudaStream_t stream) {
     group_out = a.out_group;
   }
   if (a.x_stride < groups * w.in || a.y_stride < w.out) return cudaErrorInvalidValue;
+  if (!a.no_vec && !a.no_small && a.rows <= kLinearSmallMaxRows) {
+    const cudaError_t e = linear_small(a, stream);  // NotSupported: before any launch
+    if (e != cudaErrorNotSupported) return e;
+  }
   switch (w.format) {
     case WeightFormat::f32:
       // Aligned element loads (device allocations are; an expert stride must keep them so).

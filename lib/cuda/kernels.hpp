@@ -41,8 +41,17 @@ struct LinearArgs {
   // Kill switch of the vectorised path (16-byte weight loads, several rows per CTA; same math,
   // another f32 summation order): tests compare both, benchmarks measure both.
   bool no_vec = false;
+  // Kill switch of linear_small alone (the vectorised and scalar paths stay).
+  bool no_small = false;
 };
 cudaError_t linear(const LinearArgs& a, cudaStream_t stream);
+
+// ---- linear_small.cu: the decode path of `linear` (few rows, bandwidth-bound) ----
+// Same contract and results (within the f32 summation-order tolerance) as `linear`, for
+// a.rows <= kLinearSmallMaxRows; `linear` calls it first (unless a.no_vec) and falls back to its own
+// paths when it returns cudaErrorNotSupported (a shape or alignment it does not take).
+inline constexpr int64_t kLinearSmallMaxRows = 16;
+cudaError_t linear_small(const LinearArgs& a, cudaStream_t stream);
 
 // ---- embedding (spec §3.1): X[s, j, :] = embed[tokens[s]] for every HC stream j < hc ----
 // table: [vocab, D] BF16 (is_f32 false) or F32; tokens int32 [S] on the device, already checked
@@ -214,8 +223,15 @@ struct AttentionArgs {
   bool official = false;
   int64_t p0 = 0, S = 0;
   float* o = nullptr;
+  bool no_mma = false;  // kill switch of sparse_attention_mma (tests compare both paths)
 };
 cudaError_t sparse_attention(const AttentionArgs& a, cudaStream_t stream);
+
+// ---- attention_mma.cu: sparse_attention on the tensor cores, all heads of a token per CTA ----
+// Same contract as sparse_attention for official numerics (a.official) — results within the
+// stated bf16 tolerance of it; sparse_attention calls it first (unless a.no_mma) and falls back to
+// its own kernel when it returns cudaErrorNotSupported (reference numerics or shapes it does not take).
+cudaError_t sparse_attention_mma(const AttentionArgs& a, cudaStream_t stream);
 
 }  // namespace dsv4::cuda
 
