@@ -46,7 +46,14 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
     : cfg_(cfg), log_(log), official_(opt.numerics == Numerics::official), keep_(std::move(keep)),
       ckpt_(std::move(ckpt)) {
   const std::string& dir = ckpt_->dir();
-  check_params(opt, "cuda", std::span<const char* const>{});
+  static constexpr const char* kKnown[] = {"gemm"};
+  check_params(opt, "cuda", kKnown);
+  bool use_gemm = true;
+  for (const auto& [k, v] : opt.params)
+    if (k == "gemm") {
+      if (v != "on" && v != "off") fail(Status::invalid_argument, "cuda backend: gemm={} (expected on or off)", v);
+      use_gemm = v == "on";
+    }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     (void)cudaGetLastError();
@@ -73,6 +80,7 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   for (const auto& note : rep.notes) log_.warn("{}", note);
   host_ = cpu::load_weights(*ckpt_, cfg_, /*dense_budget_bytes=*/0);  // views of the mmap only
   stream_ = std::make_unique<Stream>();
+  if (use_gemm && official_) gemm_ = std::make_unique<Gemm>();
   w_ = upload_weights(host_, cfg_, log_);
   layout_ = state_layout(cfg_, opt.rollback_tokens);
   const StateCost cost = f32_state_cost(layout_, opt.rollback_tokens);

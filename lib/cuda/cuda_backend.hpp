@@ -7,8 +7,10 @@
 // wait() hands its result over. The forward pass itself lives in lib/cuda/forward.cpp and reads
 // like lib/cpu/forward.cpp.
 //
-// This stage: correctness-first kernels, one chunk at a time (no cross-sequence batching inside a
-// step yet), logits and sampling through the host, no CUDA graphs; f32 state storage.
+// This stage: one chunk at a time (no cross-sequence batching inside a step yet), logits and
+// sampling through the host, no CUDA graphs; f32 state storage. Prefill chunks in official numerics
+// run their linears and routed experts on the tensor cores (lib/cuda/gemm.hpp; setting gemm=off
+// turns that off), decode chunks on the bandwidth-bound linear kernels.
 #pragma once
 #include <map>
 #include <memory>
@@ -19,6 +21,7 @@
 #include "dsv4/cpu/weights.hpp"
 #include "dsv4/kv_cache.hpp"
 #include "dsv4/safetensors.hpp"
+#include "gemm.hpp"
 #include "kernels.hpp"
 #include "state.hpp"
 #include "weights.hpp"
@@ -67,6 +70,9 @@ class CudaBackend final : public Backend {
   void moe(const DevLayer& L, const float* x, const int32_t* tokens_d, int64_t S, float* f);
   void head_hidden(const DevHc& hc, const float* norm, const float* X, int64_t rows, float* h);
   void lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16);
+  void run_linear(const LinearArgs& a);  // the GEMM path for prefill chunks where it applies, else linear()
+  void experts_gemm(const DevExperts& E, const float* x, const int32_t* ids, const float* wts, int64_t S,
+                    float* ys, const int32_t*& y_rows);
   HcParams hc_params(const DevHc& h) const;
   const float* hc_partials(const DevHc& h, const float* X, int64_t S);
   void upload_slot_rows(int64_t S);
@@ -91,6 +97,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Stream> stream_;  // created after cudaSetDevice
   cudaStream_t stream() const { return stream_->get(); }
   Workspace ws_;
+  std::unique_ptr<Gemm> gemm_;  // cuBLASLt for prefill chunks (official numerics); null = off (gemm=off)
   const int32_t* slot_rows_ = nullptr;  // the running chunk's MoE slot → token map (in ws_)
   mutable std::mutex mu_;
   std::unordered_map<SeqHandle, std::unique_ptr<DevSequence>> seqs_;

@@ -443,6 +443,96 @@ __device__ void hc_collapse(const double* pre, const float* X, int hc, int64_t D
   }
 }
 
+// The scalar part of hc_pre, statement by statement as hc.cpp (double): pre / post gates, then the
+// comb matrix's row softmax + eps, column normalisation and (iters − 1) × (row, column).
+// One thread (any hc ≤ kMaxHc).
+__device__ void hc_scalar_serial(const HcParams& p, const double* m, int64_t s, double* pre, double* C, float* post,
+                                 float* comb) {
+  const int hc = p.hc;
+  const double eps = p.hc_eps;
+  const double s0 = p.scale[0], s1 = p.scale[1], s2 = p.scale[2];
+  for (int j = 0; j < hc; ++j) {
+    pre[j] = sigmoid_d(m[j] * s0 + p.base[j]) + eps;
+    post[s * hc + j] = static_cast<float>(2.0 * sigmoid_d(m[hc + j] * s1 + p.base[hc + j]));
+  }
+  for (int k = 0; k < hc * hc; ++k) C[k] = m[2 * hc + k] * s2 + p.base[2 * hc + k];
+  auto col_norm = [&] {
+    for (int k = 0; k < hc; ++k) {
+      double cs = 0;
+      for (int j = 0; j < hc; ++j) cs += C[j * hc + k];
+      for (int j = 0; j < hc; ++j) C[j * hc + k] /= cs + eps;
+    }
+  };
+  for (int j = 0; j < hc; ++j) {
+    double mx = C[j * hc];
+    for (int k = 1; k < hc; ++k) mx = C[j * hc + k] > mx ? C[j * hc + k] : mx;
+    double sum = 0;
+    for (int k = 0; k < hc; ++k) sum += (C[j * hc + k] = exp(C[j * hc + k] - mx));
+    for (int k = 0; k < hc; ++k) C[j * hc + k] = C[j * hc + k] / sum + eps;
+  }
+  col_norm();
+  for (int it = 1; it < p.sinkhorn_iters; ++it) {
+    for (int j = 0; j < hc; ++j) {
+      double rs = 0;
+      for (int k = 0; k < hc; ++k) rs += C[j * hc + k];
+      for (int k = 0; k < hc; ++k) C[j * hc + k] /= rs + eps;
+    }
+    col_norm();
+  }
+  for (int k = 0; k < hc * hc; ++k) comb[s * hc * hc + k] = static_cast<float>(C[k]);
+}
+
+// The same for hc·hc ≤ 32, one warp: lane j·hc + k owns C[j, k]. Every row / column sum is still
+// taken by each lane in the serial order (ascending index, from shared memory), and each element is
+// divided by the same double, so the result is bit-identical to hc_scalar_serial — only the
+// independent divisions and exps run in parallel (the serial chain of 20 Sinkhorn iterations was
+// ~70 µs of a decode layer's hc_pre).
+__device__ void hc_scalar_warp(const HcParams& p, const double* m, int64_t s, double* pre, double* C, float* post,
+                               float* comb) {
+  const int hc = p.hc, lane = static_cast<int>(threadIdx.x);
+  const bool own = lane < hc * hc;
+  const int j = lane / hc, k = lane % hc;
+  const double eps = p.hc_eps;
+  if (lane < hc) {
+    pre[lane] = sigmoid_d(m[lane] * p.scale[0] + p.base[lane]) + eps;
+    post[s * hc + lane] = static_cast<float>(2.0 * sigmoid_d(m[hc + lane] * p.scale[1] + p.base[hc + lane]));
+  }
+  if (own) C[lane] = m[2 * hc + lane] * p.scale[2] + p.base[2 * hc + lane];
+  __syncwarp();
+  // Row softmax + eps.
+  double mx = own ? C[j * hc] : 0.0;
+  if (own)
+    for (int t = 1; t < hc; ++t) mx = C[j * hc + t] > mx ? C[j * hc + t] : mx;
+  __syncwarp();
+  if (own) C[lane] = exp(C[lane] - mx);
+  __syncwarp();
+  double sum = 0;
+  if (own)
+    for (int t = 0; t < hc; ++t) sum += C[j * hc + t];
+  __syncwarp();
+  if (own) C[lane] = C[lane] / sum + eps;
+  __syncwarp();
+  auto col_norm = [&] {
+    double cs = 0;
+    if (own)
+      for (int t = 0; t < hc; ++t) cs += C[t * hc + k];
+    __syncwarp();
+    if (own) C[lane] /= cs + eps;
+    __syncwarp();
+  };
+  col_norm();
+  for (int it = 1; it < p.sinkhorn_iters; ++it) {
+    double rs = 0;
+    if (own)
+      for (int t = 0; t < hc; ++t) rs += C[j * hc + t];
+    __syncwarp();
+    if (own) C[lane] /= rs + eps;
+    __syncwarp();
+    col_norm();
+  }
+  if (own) comb[s * hc * hc + lane] = static_cast<float>(C[lane]);
+}
+
 __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HcParams p, const float* X, float* x_out, float* post,
                                                           float* comb) {
   __shared__ double m[kMaxMix];
@@ -453,40 +543,10 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HcParams p, const floa
   const float* Xs = X + s * width;
   hc_mixes(Xs, p.fn, width, (2 + hc) * hc, p.norm_eps, m,
            p.partials ? p.partials + s * hc * (2 + hc) * hc : nullptr, hc);
-  if (threadIdx.x == 0) {
-    // The scalar part, statement by statement as hc.cpp (hc ≤ 16: one thread, double).
-    const double eps = p.hc_eps;
-    const double s0 = p.scale[0], s1 = p.scale[1], s2 = p.scale[2];
-    for (int j = 0; j < hc; ++j) {
-      pre[j] = sigmoid_d(m[j] * s0 + p.base[j]) + eps;
-      post[s * hc + j] = static_cast<float>(2.0 * sigmoid_d(m[hc + j] * s1 + p.base[hc + j]));
-    }
-    for (int k = 0; k < hc * hc; ++k) C[k] = m[2 * hc + k] * s2 + p.base[2 * hc + k];
-    auto col_norm = [&] {
-      for (int k = 0; k < hc; ++k) {
-        double cs = 0;
-        for (int j = 0; j < hc; ++j) cs += C[j * hc + k];
-        for (int j = 0; j < hc; ++j) C[j * hc + k] /= cs + eps;
-      }
-    };
-    // Row softmax + eps, then column normalisation, then (iters − 1) × (row, column).
-    for (int j = 0; j < hc; ++j) {
-      double mx = C[j * hc];
-      for (int k = 1; k < hc; ++k) mx = C[j * hc + k] > mx ? C[j * hc + k] : mx;
-      double sum = 0;
-      for (int k = 0; k < hc; ++k) sum += (C[j * hc + k] = exp(C[j * hc + k] - mx));
-      for (int k = 0; k < hc; ++k) C[j * hc + k] = C[j * hc + k] / sum + eps;
-    }
-    col_norm();
-    for (int it = 1; it < p.sinkhorn_iters; ++it) {
-      for (int j = 0; j < hc; ++j) {
-        double rs = 0;
-        for (int k = 0; k < hc; ++k) rs += C[j * hc + k];
-        for (int k = 0; k < hc; ++k) C[j * hc + k] /= rs + eps;
-      }
-      col_norm();
-    }
-    for (int k = 0; k < hc * hc; ++k) comb[s * hc * hc + k] = static_cast<float>(C[k]);
+  if (hc * hc <= 32) {
+    if (threadIdx.x < 32) hc_scalar_warp(p, m, s, pre, C, post, comb);
+  } else if (threadIdx.x == 0) {
+    hc_scalar_serial(p, m, s, pre, C, post, comb);
   }
   __syncthreads();
   hc_collapse(pre, Xs, hc, p.D, p.official, x_out + s * p.D);
@@ -636,14 +696,18 @@ __global__ void swiglu_kernel(const float* g, const float* u, const int32_t* ids
   }
 }
 
-// One CTA per token: thread 0 orders the valid slots by expert id (insertion sort, stable), then
-// every thread sums its columns in that order, the shared expert last.
+// CTAs (blockIdx.x = a kCombineCols column slice, blockIdx.y = token): thread 0 orders the token's
+// valid slots by expert id (insertion sort, stable), then every thread sums its columns in that
+// order, the shared expert last. Several CTAs per token so a decode step's one token still spreads
+// over the SMs.
+constexpr int64_t kCombineCols = 512;
 __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y_slot, const int32_t* ids,
                                                                const float* weights, const float* y_shared, int K,
-                                                               int64_t D, bool official, float* f) {
+                                                               int64_t D, bool official, float* f,
+                                                               const int32_t* y_rows) {
   __shared__ int order[kMaxK];
   __shared__ int n_valid;
-  const int64_t s = blockIdx.x;
+  const int64_t s = blockIdx.y;
   const int32_t* sid = ids + s * K;
   if (threadIdx.x == 0) {
     int n = 0;
@@ -660,11 +724,12 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y_sl
   }
   __syncthreads();
   const int n = n_valid;
-  for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+  const int64_t d_end = (blockIdx.x + 1) * kCombineCols < D ? (blockIdx.x + 1) * kCombineCols : D;
+  for (int64_t d = blockIdx.x * kCombineCols + threadIdx.x; d < d_end; d += kThreads) {
     float acc = 0.0f;
     for (int t = 0; t < n; ++t) {
       const int k = order[t];
-      const float y = y_slot[(s * K + k) * D + d];
+      const float y = y_slot[(y_rows ? int64_t{y_rows[s * K + k]} : s * K + k) * D + d];
       acc = official ? acc + y : fmaf(weights[s * K + k], y, acc);
     }
     acc += y_shared[s * D + d];
@@ -805,13 +870,20 @@ cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const flo
 }
 
 cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* weights, const float* y_shared, int64_t S,
-                        int K, int64_t D, bool official, float* f, cudaStream_t stream) {
+                        int K, int64_t D, bool official, float* f, cudaStream_t stream, const int32_t* y_rows) {
   if (S < 0 || S > INT_MAX) return cudaErrorInvalidValue;
   if (S == 0) return cudaSuccess;
   if (!y_slot || !ids || !y_shared || !f || K < 1 || K > kMaxK || D <= 0 || (!official && !weights))
     return cudaErrorInvalidValue;
-  moe_combine_kernel<<<static_cast<unsigned>(S), kThreads, 0, stream>>>(y_slot, ids, weights, y_shared, K, D, official,
-                                                                        f);
+  const int64_t slices = (D + kCombineCols - 1) / kCombineCols;
+  if (slices > INT_MAX) return cudaErrorInvalidValue;
+  for (int64_t s0 = 0; s0 < S; s0 += 65535) {  // grid.y holds at most 65535 tokens per launch
+    const int64_t n = S - s0 < 65535 ? S - s0 : 65535;
+    moe_combine_kernel<<<dim3(static_cast<unsigned>(slices), static_cast<unsigned>(n)), kThreads, 0, stream>>>(
+        y_rows ? y_slot : y_slot + s0 * K * D, ids + s0 * K, weights ? weights + s0 * K : nullptr, y_shared + s0 * D, K,
+        D, official, f + s0 * D, y_rows ? y_rows + s0 * K : nullptr);
+    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
   return cudaGetLastError();
 }
 

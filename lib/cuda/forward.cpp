@@ -6,6 +6,7 @@
 // No work here beyond calling the kernels of lib/cuda/kernels.hpp.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "cuda_backend.hpp"
 #include "dsv4/error.hpp"
@@ -78,7 +79,95 @@ void CudaBackend::lin(const WeightView& w, const float* x, int64_t rows, float* 
   a.rows = rows;
   a.quant_act = quant;
   a.bf16_out = bf16;
+  run_linear(a);
+}
+
+// Prefill chunks (official numerics, ≥ kGemmMinRows rows): cuBLASLt over the exactly dequantised
+// weight (lib/cuda/gemm.hpp; F32 weights stay on linear); its scratch dies with the call.
+void CudaBackend::run_linear(const LinearArgs& a) {
+  if (gemm_ && a.rows >= kGemmMinRows && !a.expert_ids) {
+    const Workspace::Mark m = ws_.mark();
+    const bool done = gemm_->linear(a, ws_, stream());
+    ws_.rewind(m);
+    if (done) return;
+  }
   DSV4_CUDA_CHECK(linear(a, stream()));
+}
+
+// The routed experts of a prefill chunk on the tensor cores: the S·K slots grouped by expert (a
+// counting sort on the host — the ids come back once per MoE layer; the group sizes size the
+// GEMMs), then per expert with rows: w1 and w3 dequantised to bf16 and one GEMM each over its
+// gathered, FP8-quantised rows; SwiGLU (official: the routing weight applied before w2, one bf16
+// rounding) over all rows; the hidden rows FP8-quantised; per expert w2. ys holds the rows in the
+// grouped order and y_rows maps slot → row for moe_combine, which sums in ascending expert id as
+// before. Same arithmetic as the linear() path (see gemm.hpp), another f32 summation order.
+void CudaBackend::experts_gemm(const DevExperts& E, const float* x, const int32_t* ids, const float* wts, int64_t S,
+                               float* ys, const int32_t*& y_rows) {
+  const int K = cfg_.experts_per_token, NE = cfg_.n_routed_experts;
+  const int64_t D = cfg_.hidden_size, I = cfg_.moe_intermediate_size, n = S * K;
+  cudaStream_t s = stream();
+  std::vector<int32_t> hid;
+  std::vector<float> hw;
+  to_host(hid, ids, static_cast<size_t>(n), s);
+  to_host(hw, wts, static_cast<size_t>(n), s);
+  DSV4_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<int64_t> start(static_cast<size_t>(NE) + 1, 0);
+  for (int32_t e : hid)
+    if (e >= 0) ++start[static_cast<size_t>(e) + 1];
+  for (int e = 0; e < NE; ++e) start[static_cast<size_t>(e) + 1] += start[static_cast<size_t>(e)];
+  const int64_t m = start[static_cast<size_t>(NE)];
+  // One upload: [token of row (m) | slot → row (n)] as int32, then the rows' weights (m) as f32.
+  std::vector<int32_t> pack(static_cast<size_t>(m + n + m));
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  for (int64_t r = 0; r < n; ++r) {
+    const int32_t e = hid[static_cast<size_t>(r)];
+    int32_t row = -1;
+    if (e >= 0) {
+      row = static_cast<int32_t>(fill[static_cast<size_t>(e)]++);
+      pack[static_cast<size_t>(row)] = static_cast<int32_t>(r / K);
+      std::memcpy(&pack[static_cast<size_t>(m + n + row)], &hw[static_cast<size_t>(r)], 4);
+    }
+    pack[static_cast<size_t>(m + r)] = row;
+  }
+  int32_t* dpack = ws_.get<int32_t>(pack.size());
+  DSV4_CUDA_CHECK(cudaMemcpyAsync(dpack, pack.data(), pack.size() * 4, cudaMemcpyHostToDevice, s));
+  const int32_t* row_token = dpack;
+  y_rows = dpack + m;
+  const float* row_w = reinterpret_cast<const float*>(dpack + m + n);
+  if (m == 0) return;
+
+  uint16_t* X = ws_.get<uint16_t>(static_cast<size_t>(m * D));
+  float* g = ws_.get<float>(static_cast<size_t>(m * I));
+  float* u = ws_.get<float>(static_cast<size_t>(m * I));
+  uint16_t* W1 = ws_.get<uint16_t>(static_cast<size_t>(I * D));
+  uint16_t* W3 = ws_.get<uint16_t>(static_cast<size_t>(I * D));
+  DSV4_CUDA_CHECK(rows_to_bf16(x, D, row_token, m, D, true, X, D, s));
+  auto expert = [](const WeightView& w, int e, int64_t ds, int64_t ss) {
+    WeightView v = w;
+    v.data += e * ds;
+    if (v.scale) v.scale += e * ss;
+    return v;
+  };
+  for (int e = 0; e < NE; ++e) {
+    const int64_t r0 = start[static_cast<size_t>(e)], cnt = start[static_cast<size_t>(e) + 1] - r0;
+    if (cnt == 0) continue;
+    DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w1, e, E.w1_data_stride, E.w1_scale_stride), 0, I, W1, s));
+    DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w3, e, E.w3_data_stride, E.w3_scale_stride), 0, I, W3, s));
+    gemm_->bf16_nt(X + r0 * D, D, W1, D, g + r0 * I, I, cnt, I, D, s);
+    gemm_->bf16_nt(X + r0 * D, D, W3, D, u + r0 * I, I, cnt, I, D, s);
+  }
+  const float limit = static_cast<float>(cfg_.swiglu_limit);
+  DSV4_CUDA_CHECK(swiglu(g, u, nullptr, row_w, m, I, limit, cfg_.swiglu_limit > 0, true, g, s));
+  uint16_t* H = ws_.get<uint16_t>(static_cast<size_t>(m * I));
+  DSV4_CUDA_CHECK(rows_to_bf16(g, I, nullptr, m, I, true, H, I, s));
+  uint16_t* W2 = W1;  // D·I elements: the w1 scratch, free now (stream order)
+  for (int e = 0; e < NE; ++e) {
+    const int64_t r0 = start[static_cast<size_t>(e)], cnt = start[static_cast<size_t>(e) + 1] - r0;
+    if (cnt == 0) continue;
+    DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w2, e, E.w2_data_stride, E.w2_scale_stride), 0, D, W2, s));
+    gemm_->bf16_nt(H + r0 * I, I, W2, I, ys + r0 * D, D, cnt, D, I, s);
+  }
+  DSV4_CUDA_CHECK(round_rows_bf16(ys, D, m, D, s));
 }
 
 void CudaBackend::decoder_block(const DevLayer& L, size_t slot, DevSequence& st, float*& X, float*& Xn,
@@ -248,7 +337,7 @@ void CudaBackend::attention(const DevLayer& L, size_t slot, DevSequence& st, con
   la.rows = S;
   la.out_group = orr;
   la.bf16_out = off;
-  DSV4_CUDA_CHECK(linear(la, s));
+  run_linear(la);
   lin(L.wo_b, u, S, a, off, off);
 
   // §4.1 the window ring keeps the last W + rollback keys (slot = position mod ring).
@@ -288,10 +377,10 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
 
   // Routed experts, one row per (token, slot): w1 / w3 of the slot's expert, SwiGLU, w2.
   const int32_t* x_rows = slot_rows_;  // slot r reads token r / K (uploaded once per chunk)
-  float* g = ws_.get<float>(static_cast<size_t>(S * K * I));
-  float* up = ws_.get<float>(static_cast<size_t>(S * K * I));
   float* ys = ws_.get<float>(static_cast<size_t>(S * K * D));
   const DevExperts& E = L.experts;
+  const int32_t* y_rows = nullptr;
+  const bool grouped = gemm_ && S >= kGemmMinRows;  // prefill chunks: the slots grouped by expert
   auto expert_lin = [&](const WeightView& w, int64_t ds, int64_t ss, const float* in, const int32_t* xr, float* out) {
     LinearArgs a;
     a.w = w;
@@ -308,11 +397,17 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
     a.bf16_out = off;
     DSV4_CUDA_CHECK(linear(a, s));
   };
-  expert_lin(E.w1, E.w1_data_stride, E.w1_scale_stride, x, x_rows, g);
-  expert_lin(E.w3, E.w3_data_stride, E.w3_scale_stride, x, x_rows, up);
-  const float limit = static_cast<float>(cfg_.swiglu_limit);
-  DSV4_CUDA_CHECK(swiglu(g, up, ids, wts, S * K, I, limit, cfg_.swiglu_limit > 0, off, g, s));
-  expert_lin(E.w2, E.w2_data_stride, E.w2_scale_stride, g, nullptr, ys);
+  if (grouped) {
+    experts_gemm(E, x, ids, wts, S, ys, y_rows);
+  } else {
+    float* g = ws_.get<float>(static_cast<size_t>(S * K * I));
+    float* up = ws_.get<float>(static_cast<size_t>(S * K * I));
+    expert_lin(E.w1, E.w1_data_stride, E.w1_scale_stride, x, x_rows, g);
+    expert_lin(E.w3, E.w3_data_stride, E.w3_scale_stride, x, x_rows, up);
+    const float limit = static_cast<float>(cfg_.swiglu_limit);
+    DSV4_CUDA_CHECK(swiglu(g, up, ids, wts, S * K, I, limit, cfg_.swiglu_limit > 0, off, g, s));
+    expert_lin(E.w2, E.w2_data_stride, E.w2_scale_stride, g, nullptr, ys);
+  }
 
   // The shared expert, unclamped (the official semantics), added last.
   float* gs = ws_.get<float>(static_cast<size_t>(S * Is));
@@ -322,7 +417,7 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   lin(L.sh_w3, x, S, us, off, off);
   DSV4_CUDA_CHECK(swiglu(gs, us, nullptr, nullptr, S, Is, 0.0f, false, off, gs, s));
   lin(L.sh_w2, gs, S, ysh, off, off);
-  DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, ysh, S, K, D, off, f, s));
+  DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, ysh, S, K, D, off, f, s, y_rows));
 }
 
 void CudaBackend::head_hidden(const DevHc& hcw, const float* norm, const float* X, int64_t rows, float* h) {

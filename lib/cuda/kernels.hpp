@@ -129,9 +129,11 @@ cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const flo
                    int64_t I, float limit, bool clamp, bool official, float* h, cudaStream_t stream);
 // f[s] = Σ over token s's valid slots in ascending expert id of w·y_slot (reference; w = 1 in
 // official, where the weight was applied before w2), then + y_shared[s]; official: f32 sum, one
-// bf16 rounding at the end. y_slot [S·K, D], y_shared [S, D].
+// bf16 rounding at the end. y_slot [S·K, D] (slot r's row: y_rows[r] when y_rows is given — the
+// prefill MoE's rows grouped by expert — else r), y_shared [S, D].
 cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* weights, const float* y_shared,
-                        int64_t S, int K, int64_t D, bool official, float* f, cudaStream_t stream);
+                        int64_t S, int K, int64_t D, bool official, float* f, cudaStream_t stream,
+                        const int32_t* y_rows = nullptr);
 
 // ============================ attention_kernels.cu ============================================
 
@@ -236,6 +238,18 @@ cudaError_t sparse_attention_mma(const AttentionArgs& a, cudaStream_t stream);
 }  // namespace dsv4::cuda
 
 namespace dsv4::cuda {
+// ============================ gemm_kernels.cu =================================================
+// Device helpers of the GEMM path (lib/cuda/gemm.hpp: cuBLASLt bf16 GEMMs for prefill chunks).
+// out[r, 0..n) = bf16(x'[x_row(r), 0..n)) with x_row(r) = x_rows ? x_rows[r] : r; x' = FP8 1×128
+// quantise-dequantise of the row (blocks from column 0) when quant, else x (must then hold
+// bf16-representable values: the conversion rounds to nearest).
+cudaError_t rows_to_bf16(const float* x, int64_t x_stride, const int32_t* x_rows, int64_t rows, int64_t n, bool quant,
+                         uint16_t* out, int64_t out_stride, cudaStream_t stream);
+// out[r, i] = bf16(w.at(row0 + r, i)) for r < rows (exact for FP8 / FP4 / BF16 weights).
+cudaError_t weight_to_bf16(const WeightView& w, int64_t row0, int64_t rows, uint16_t* out, cudaStream_t stream);
+// y[r, c] = round_bf16(y[r, c]) for r < rows, c < n.
+cudaError_t round_rows_bf16(float* y, int64_t ld, int64_t rows, int64_t n, cudaStream_t stream);
+
 // ============================ synthetic_fill.cu ===============================================
 // Random weight bytes made on the device (dsv4-bench's synthetic full-width models; values as
 // make-model draws them, see lib/cuda/synthetic.hpp). Deterministic for a seed.

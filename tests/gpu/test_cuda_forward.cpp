@@ -44,9 +44,11 @@ using dsv4_test::open_fixture;
 std::vector<int32_t> prompt_ids(const Fixture& f, int i) { return f.ids("prompt" + std::to_string(i) + ".input_ids"); }
 std::vector<float> prompt_logits(const Fixture& f, int i) { return f.f32("prompt" + std::to_string(i) + ".logits"); }
 
-std::unique_ptr<dsv4::Model> load(const Fixture& f, const std::string& backend, dsv4::Numerics num) {
+std::unique_ptr<dsv4::Model> load(const Fixture& f, const std::string& backend, dsv4::Numerics num,
+                                  std::vector<std::pair<std::string, std::string>> params = {}) {
   dsv4::LoadOptions o;
   o.backend = backend;
+  o.backend_params = std::move(params);
   o.numerics = num;
   o.load_tokenizer = false;
   return dsv4::Model::load(f.dir + "/model", o, dsv4::Logger(dsv4::LogLevel::warn));
@@ -131,6 +133,8 @@ void check_official(const std::string& name) {
   }
   auto cpu = load(*f, "cpu", dsv4::Numerics::official);
   auto gpu = load(*f, "cuda", dsv4::Numerics::official);
+  // The prefill chunks' tensor-core path off (gemm=off: every linear on the CUDA-core kernels).
+  auto gpu_cores = load(*f, "cuda", dsv4::Numerics::official, {{"gemm", "off"}});
   const int64_t V = cpu->config().vocab_size;
   std::vector<int64_t> suggested = f->meta["suggested_chunk_schedule"]["chunk_sizes_then_single_tokens"];
   suggested.push_back(1);
@@ -153,6 +157,12 @@ void check_official(const std::string& name) {
       CHECK(s.top1 >= kOffTop1);
       CHECK(s.bad_top1 == 0);
     }
+    const Stats s = compare(run(*gpu_cores, ids, {}), want, V, kOffMargin);
+    report(fmt::format("prompt {} ({} tokens) full prefill, gemm=off", i, ids.size()), s);
+    CHECK(s.max <= kOffMax);
+    CHECK(s.mean <= kOffMean);
+    CHECK(s.top1 >= kOffTop1);
+    CHECK(s.bad_top1 == 0);
   }
 }
 

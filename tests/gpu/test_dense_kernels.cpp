@@ -28,10 +28,13 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "catch.hpp"
+#include "cuda/gemm.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/workspace.hpp"
 #include "dsv4/cpu/ops.hpp"
 #include "dsv4/cpu/threadpool.hpp"
 #include "dsv4/cpu/weights.hpp"
@@ -222,6 +225,7 @@ struct LinCase {
   bool gather = false;     // x_rows
   int64_t out_group = 0;   // grouped input columns (wo_a)
   bool no_vec = false;     // force the scalar path (LinearArgs::no_vec)
+  bool gemm = false;       // the prefill path instead (Gemm::linear: cuBLASLt over bf16 operands)
 };
 
 void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
@@ -269,7 +273,15 @@ void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
   a.quant_act = c.quant;
   a.bf16_out = c.bf16;
   a.no_vec = c.no_vec;
-  REQUIRE(dc::linear(a, nullptr) == cudaSuccess);
+  if (c.gemm) {
+    dc::Gemm gemm;
+    dc::Workspace ws;
+    ws.begin();
+    REQUIRE(gemm.linear(a, ws, nullptr));
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+  } else {
+    REQUIRE(dc::linear(a, nullptr) == cudaSuccess);
+  }
   const std::vector<float> y = d_y.get();
 
   Cmp cmp;
@@ -303,8 +315,10 @@ void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
         double abs_sum = 0;
         for (int64_t i = 0; i < c.in; ++i) abs_sum += std::fabs(static_cast<double>(xq[i]) * wrow[i]);
         // f32 accumulation of `in` products (fused, so the products are exact) plus the final
-        // f32 rounding: within (in + 2)·u·Σ|x'·w| of the double sum.
-        const double t = static_cast<double>(c.in + 2) * kU * abs_sum;
+        // f32 rounding: within (in + 2)·u·Σ|x'·w| of the double sum. The GEMM path's tensor cores
+        // add exact bf16 products in f32 but may truncate instead of rounding when aligning
+        // addends (up to 2u per addition): twice that bound.
+        const double t = static_cast<double>(c.gemm ? 2 * c.in + 2 : c.in + 2) * kU * abs_sum;
         cmp.add(yr[o], yref[o], c.bf16 ? bf16_tol(yref[o], t) : t);
       }
     }
@@ -394,6 +408,90 @@ TEST_CASE("linear with expert ids, gathered rows and grouped input columns", "[g
   run_linear(rng, {WeightFormat::fp8, 2 * 130, 256, 1, false, true, 0, true, 130}, pool);
   run_linear(rng, {WeightFormat::bf16, 4 * 33, 96, 17, false, true, 0, false, 33}, pool);
   run_linear(rng, {WeightFormat::fp8, 3 * 40, 256, 3, true, true, 0, false, 40}, pool);
+}
+
+// The prefill path (lib/cuda/gemm.hpp): the same linear — gathered rows, grouped columns (wo_a,
+// without quantisation as the model uses it), quant_act, bf16_out — as cuBLASLt bf16 GEMMs over
+// exactly dequantised weights, at prefill-like row counts, against cpu::linear (tolerance in
+// run_linear). Inputs in official mode are bf16 values (rand_rows with `bf16`), as the contract asks.
+TEST_CASE("Gemm::linear (prefill, tensor cores) matches cpu::linear", "[gpu][dense][linear][gemm]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  cpu::ThreadPool pool(1);
+  struct Shape {
+    WeightFormat f;
+    int64_t out, in;
+  };
+  const Shape shapes[] = {{WeightFormat::fp8, 200, 392}, {WeightFormat::fp8, 136, 1536}, {WeightFormat::fp4, 150, 224},
+                          {WeightFormat::fp4, 96, 4096 + 96}, {WeightFormat::bf16, 77, 1032},
+                          {WeightFormat::bf16, 33, 200}, {WeightFormat::fp8, 40, 203}};
+  // {quant_act, bf16_out}; without quantisation the inputs are bf16 values (bf16_out makes
+  // run_linear draw them so).
+  const bool modes[][2] = {{false, true}, {true, true}, {true, false}};
+  for (const auto& sh : shapes)
+    for (int64_t rows : {17, 40, 300})
+      for (const auto& m : modes) {
+        LinCase c{sh.f, sh.out, sh.in, rows, m[0], m[1]};
+        c.gemm = true;
+        c.gather = rows == 40;
+        run_linear(rng, c, pool);
+      }
+  for (int64_t rows : {17, 129}) {
+    LinCase g{WeightFormat::fp8, 3 * 70, 256, rows, false, true, 0, false, 70};  // grouped (wo_a)
+    g.gemm = true;
+    run_linear(rng, g, pool);
+    LinCase h{WeightFormat::bf16, 4 * 33, 96, rows, false, true, 0, true, 33};
+    h.gemm = true;
+    run_linear(rng, h, pool);
+  }
+}
+
+// The GEMM path's operand conversions are exact: every weight element is WeightView::at's value
+// and every quantised activation is fp8_act_quant_dequant's, bit for bit.
+TEST_CASE("weight_to_bf16 and rows_to_bf16 are exact", "[gpu][dense][gemm]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (auto [fmt, out, in] : {std::tuple{WeightFormat::fp8, 200, 392}, std::tuple{WeightFormat::fp8, 131, 203},
+                              std::tuple{WeightFormat::fp4, 150, 224}, std::tuple{WeightFormat::fp4, 37, 202}}) {
+    CAPTURE(static_cast<int>(fmt), out, in);
+    const HostWeight W = make_weight(rng, fmt, out, in, 1);
+    DevBuf<uint8_t> d_data(W.data), d_scale(W.scale);
+    DevBuf<uint16_t> d_out(static_cast<size_t>((out - 5) * in));
+    dsv4::WeightView v = W.shape;
+    v.data = d_data.p;
+    v.scale = d_scale.p;
+    REQUIRE(dc::weight_to_bf16(v, 5, out - 5, d_out.p, nullptr) == cudaSuccess);
+    const std::vector<uint16_t> got = d_out.get();
+    dsv4::WeightView hv = W.shape;
+    hv.data = W.data.data();
+    hv.scale = W.scale.data();
+    int64_t bad = 0;
+    for (int64_t r = 0; r < out - 5; ++r)
+      for (int64_t i = 0; i < in; ++i) bad += got[r * in + i] != dsv4::f32_to_bf16(hv.at(r + 5, i));
+    CHECK(bad == 0);
+  }
+  for (int64_t n : {128, 300, 1000}) {
+    const int64_t rows = 9, stride = n + 7;
+    std::vector<float> x(static_cast<size_t>(rows * stride));
+    std::normal_distribution<float> nd(0.0f, 3.0f);
+    for (auto& v : x) v = nd(rng);
+    std::vector<int32_t> map = {8, 0, 3, 3, 7};
+    DevBuf<float> d_x(x);
+    DevBuf<int32_t> d_map(map);
+    DevBuf<uint16_t> d_o(static_cast<size_t>(5 * n));
+    REQUIRE(dc::rows_to_bf16(d_x.p, stride, d_map.p, 5, n, true, d_o.p, n, nullptr) == cudaSuccess);
+    const std::vector<uint16_t> got = d_o.get();
+    int64_t bad = 0;
+    std::vector<float> ref(static_cast<size_t>(n));
+    for (int r = 0; r < 5; ++r) {
+      std::copy_n(x.begin() + map[r] * stride, n, ref.begin());
+      dsv4::fp8_act_quant_dequant(ref.data(), n);
+      for (int64_t i = 0; i < n; ++i) bad += got[r * n + i] != dsv4::f32_to_bf16(ref[i]);
+    }
+    CHECK(bad == 0);
+  }
 }
 
 // ============================ embedding ========================================================
