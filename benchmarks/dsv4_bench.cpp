@@ -9,7 +9,8 @@
 // tensor peak (1260 TFLOP/s, cuBLASLt at 4096³, docs/performance.md) — and written as JSON.
 // A table, never an assertion. Usage:
 //   dsv4-bench [--layers 43] [--experts 192] [--top-k 4,6] [--context 512] [--decode-steps 16]
-//              [--batches 8,32,128] [--prefill 1024,8192] [--numerics official] [--json FILE]
+//              [--batches 8,32,128] [--prefill 1024,8192] [--numerics official] [--params k=v,...]
+//              [--json FILE]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -143,7 +144,8 @@ class Bench {
 int main(int argc, char** argv) try {
   std::map<std::string, std::string> a = {{"layers", "43"},   {"experts", "192"},      {"top-k", "4,6"},
                                           {"context", "512"}, {"decode-steps", "16"},  {"batches", "8,32,128"},
-                                          {"prefill", "1024,8192"}, {"numerics", "official"}, {"json", ""}};
+                                          {"prefill", "1024,8192"}, {"numerics", "official"}, {"json", ""},
+                                          {"params", ""}};
   for (int i = 1; i < argc; ++i) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0 || !a.count(k.substr(2)) || i + 1 >= argc) {
@@ -159,6 +161,7 @@ int main(int argc, char** argv) try {
   const int steps = std::stoi(a["decode-steps"]);
   std::vector<Row> rows;
   nlohmann::json out = nlohmann::json::object();
+  out["params"] = a["params"];
   out["synthetic"] = fmt::format("full-width DeepSeek-V4-Flash, {} layers x {} experts, weights made in device memory",
                                  layers, experts);
   for (int k : int_list(a["top-k"])) {
@@ -167,6 +170,14 @@ int main(int argc, char** argv) try {
     dsv4::BackendOptions opt;
     opt.numerics = a["numerics"] == "reference" ? dsv4::Numerics::reference : dsv4::Numerics::official;
     opt.max_context = 16384;
+    // Backend settings (the CUDA backend's kill switches: gemm=off, attn_mma=off).
+    for (size_t b = 0; b < a["params"].size();) {
+      const size_t e = std::min(a["params"].find(',', b), a["params"].size());
+      const std::string kv = a["params"].substr(b, e - b);
+      const size_t eq = kv.find('=');
+      if (eq != std::string::npos) opt.params.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+      b = e + 1;
+    }
     const Footprint fp = footprint(cfg);
     const double scale43 = 43.0 / layers;  // the 43-layer equivalent of a per-token time
     std::printf("== %d layers x %d experts, top-%d (43-layer equivalent = x %.3f) ==\n", layers, experts, k, scale43);

@@ -46,14 +46,16 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
     : cfg_(cfg), log_(log), official_(opt.numerics == Numerics::official), keep_(std::move(keep)),
       ckpt_(std::move(ckpt)) {
   const std::string& dir = ckpt_->dir();
-  static constexpr const char* kKnown[] = {"gemm"};
+  // Kill switches of the fast paths (each on by default): gemm — prefill linears and experts on
+  // cuBLASLt (lib/cuda/gemm.hpp); attn_mma — attention on the tensor cores (sparse_attention_mma).
+  static constexpr const char* kKnown[] = {"gemm", "attn_mma"};
   check_params(opt, "cuda", kKnown);
   bool use_gemm = true;
-  for (const auto& [k, v] : opt.params)
-    if (k == "gemm") {
-      if (v != "on" && v != "off") fail(Status::invalid_argument, "cuda backend: gemm={} (expected on or off)", v);
-      use_gemm = v == "on";
-    }
+  for (const auto& [k, v] : opt.params) {
+    if (v != "on" && v != "off") fail(Status::invalid_argument, "cuda backend: {}={} (expected on or off)", k, v);
+    if (k == "gemm") use_gemm = v == "on";
+    if (k == "attn_mma") no_mma_ = v == "off";
+  }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     (void)cudaGetLastError();

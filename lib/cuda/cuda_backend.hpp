@@ -98,6 +98,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const { return stream_->get(); }
   Workspace ws_;
   std::unique_ptr<Gemm> gemm_;  // cuBLASLt for prefill chunks (official numerics); null = off (gemm=off)
+  bool no_mma_ = false;         // attn_mma=off: attention on the CUDA-core kernel only
   const int32_t* slot_rows_ = nullptr;  // the running chunk's MoE slot → token map (in ws_)
   mutable std::mutex mu_;
   std::unordered_map<SeqHandle, std::unique_ptr<DevSequence>> seqs_;

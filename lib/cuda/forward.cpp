@@ -321,6 +321,7 @@ void CudaBackend::attention(const DevLayer& L, size_t slot, DevSequence& st, con
   aa.p0 = p0;
   aa.S = S;
   aa.o = o;
+  aa.no_mma = no_mma_;
   DSV4_CUDA_CHECK(sparse_attention(aa, s));
   DSV4_CUDA_CHECK(rope(o, S * H, hd, hd - rd, static_cast<int>(rd), inv, p0, H, true, off, s));
 
