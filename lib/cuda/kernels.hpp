@@ -250,6 +250,17 @@ cudaError_t weight_to_bf16(const WeightView& w, int64_t row0, int64_t rows, uint
 // y[r, c] = round_bf16(y[r, c]) for r < rows, c < n.
 cudaError_t round_rows_bf16(float* y, int64_t ld, int64_t rows, int64_t n, cudaStream_t stream);
 
+// ============================ gemm_mma.cu ======================================================
+// C[M, N] (f32, row stride ldc) = A[M, K] · B[N, K]ᵀ, A and B bf16 bits, row-major (row strides lda,
+// ldb), on the tensor cores with promoted accumulation: each group of 16 products is summed by
+// one mma from a zero accumulator and added to an f32 register accumulator with a rounding
+// (round-to-nearest) f32 add, so the result carries f32-sum accuracy (no truncating accumulation
+// over the whole K as a plain tensor-core GEMM does — see lib/cuda/gemm.hpp). Needs K % 8 == 0,
+// lda % 8 == 0, ldb % 8 == 0 and 16-byte aligned A and B; returns cudaErrorNotSupported (before
+// any launch) otherwise. M, N any ≥ 0. C must not alias A or B.
+cudaError_t gemm_bf16_promoted(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* C, int64_t ldc,
+                               int64_t M, int64_t N, int64_t K, cudaStream_t stream);
+
 // ============================ synthetic_fill.cu ===============================================
 // Random weight bytes made on the device (dsv4-bench's synthetic full-width models; values as
 // make-model draws them, see lib/cuda/synthetic.hpp). Deterministic for a seed.
