@@ -29,6 +29,10 @@ namespace {
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;  // every kernel here runs 256-thread CTAs (8 warps)
 constexpr int kWarps = kThreads / 32;
+// Row-per-CTA kernels (RMSNorm, the HC mixes) run 1024-thread CTAs for up to kFewRows rows: at
+// decode one CTA is the whole kernel and its loads' latency, not bandwidth, is the time.
+constexpr int kBigCta = 1024;
+constexpr int64_t kFewRows = 16;
 
 // ---- small helpers ------------------------------------------------------------------------
 
@@ -46,13 +50,15 @@ __device__ __forceinline__ float warp_max_nonneg(float v) {
 }
 // Sum over the CTA (blockDim.x == kThreads); every thread gets the result. Ends with a barrier so
 // the caller may overwrite what it summed.
+template <int NT = kThreads>
 __device__ float block_sum(float v) {
-  __shared__ float part[kWarps];
+  constexpr int kW = NT / 32;
+  __shared__ float part[kW];
   v = warp_sum(v);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) part[warp] = v;
   __syncthreads();
-  float t = lane < kWarps ? part[lane] : 0.0f;
+  float t = lane < kW ? part[lane] : 0.0f;
   t = warp_sum(t);
   __syncthreads();
   return t;
@@ -339,17 +345,35 @@ __global__ void embed_kernel(const void* table, bool is_f32, const int32_t* toke
 // One CTA per row: f32 sum of squares, the factor 1/sqrt(mean + eps) and the products in double
 // (as norm.cpp), then the f32 result (bf16 when asked). In place is safe: block_sum's barrier
 // separates every read of the sum pass from the writes.
-__global__ void __launch_bounds__(kThreads) rms_norm_kernel(const float* x, int64_t x_stride, const float* w, int64_t n,
+// NT threads: 1024 for a few rows (decode: one CTA per row is latency-bound), else kThreads.
+template <int NT>
+__global__ void __launch_bounds__(NT) rms_norm_kernel(const float* x, int64_t x_stride, const float* w, int64_t n,
                                                             float eps, bool bf16_out, float* out, int64_t out_stride) {
   const float* xr = x + blockIdx.x * x_stride;
   float* orow = out + blockIdx.x * out_stride;
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) ss = fmaf(xr[i], xr[i], ss);
-  ss = block_sum(ss);
+#pragma unroll 8  // independent loads in flight (a decode row is one CTA: latency, not bandwidth)
+  for (int64_t i = threadIdx.x; i < n; i += NT) ss = fmaf(xr[i], xr[i], ss);
+  ss = block_sum<NT>(ss);
   const double r = 1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(n) + static_cast<double>(eps));
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    const float v = static_cast<float>(w ? static_cast<double>(w[i]) * xr[i] * r : xr[i] * r);
-    orow[i] = bf16_out ? round_bf16(v) : v;
+  // Four elements per thread loaded before any store (out may alias x: each thread rewrites only
+  // what it read).
+  constexpr int kU4 = 4;
+  for (int64_t i0 = threadIdx.x; i0 < n; i0 += int64_t{NT} * kU4) {
+    float xv[kU4], wv[kU4];
+#pragma unroll
+    for (int j = 0; j < kU4; ++j) {
+      const int64_t i = i0 + int64_t{j} * NT;
+      xv[j] = i < n ? xr[i] : 0.0f;
+      wv[j] = w && i < n ? w[i] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kU4; ++j) {
+      const int64_t i = i0 + int64_t{j} * NT;
+      if (i >= n) break;
+      const float v = static_cast<float>(w ? static_cast<double>(wv[j]) * xv[j] * r : xv[j] * r);
+      orow[i] = bf16_out ? round_bf16(v) : v;
+    }
   }
 }
 
@@ -366,8 +390,13 @@ __global__ void __launch_bounds__(kThreads) head_rms_norm_bf16_kernel(float* q, 
   for (int64_t base = 0; base < n; base += 32) {
     const int64_t i = base + lane;
     const float t = i < n ? round_bf16(row[i] * row[i]) : 0.0f;
-    const int m = n - base < 32 ? static_cast<int>(n - base) : 32;
-    for (int l = 0; l < m; ++l) acc += __shfl_sync(kFullMask, t, l);
+    if (n - base >= 32) {
+#pragma unroll  // the 32 shuffles issue ahead of the sequential adds
+      for (int l = 0; l < 32; ++l) acc += __shfl_sync(kFullMask, t, l);
+    } else {
+      const int m = static_cast<int>(n - base);
+      for (int l = 0; l < m; ++l) acc += __shfl_sync(kFullMask, t, l);
+    }
   }
   const float s = round_bf16(acc / static_cast<float>(n));
   const float rr = round_bf16(1.0f / sqrtf(round_bf16(s + eps)));
@@ -408,14 +437,16 @@ __device__ __forceinline__ double sigmoid_d(double v) { return 1.0 / (1.0 + exp(
 
 // hc.cpp's mixes(): m[i] = (v · fn[i]) / rms(v) over v = the token's hc·D stream values. f32 sum of
 // squares and f32 dot products (one warp per fn row), 1/rms and the product in double.
+template <int NT>
 __device__ void hc_mixes(const float* X, const float* fn, int64_t width, int mix, float norm_eps, double* m,
                          const float* partials = nullptr, int hc = 1) {
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < width; i += kThreads) ss = fmaf(X[i], X[i], ss);
-  ss = block_sum(ss);
+#pragma unroll 8  // independent loads in flight: one CTA per token reads hc·D values
+  for (int64_t i = threadIdx.x; i < width; i += NT) ss = fmaf(X[i], X[i], ss);
+  ss = block_sum<NT>(ss);
   const double r = 1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(width) + static_cast<double>(norm_eps));
   if (partials) {  // the dots came from a grouped linear: sum the streams' partials (f32, j ascending)
-    for (int i = threadIdx.x; i < mix; i += kThreads) {
+    for (int i = threadIdx.x; i < mix; i += NT) {
       float acc = 0.0f;
       for (int j = 0; j < hc; ++j) acc += partials[j * mix + i];
       m[i] = static_cast<double>(acc) * r;
@@ -424,7 +455,7 @@ __device__ void hc_mixes(const float* X, const float* fn, int64_t width, int mix
     return;
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int i = warp; i < mix; i += kWarps) {
+  for (int i = warp; i < mix; i += NT / 32) {
     const float* f = fn + i * width;
     float acc = 0.0f;
     for (int64_t k = lane; k < width; k += 32) acc = fmaf(X[k], f[k], acc);
@@ -435,8 +466,10 @@ __device__ void hc_mixes(const float* X, const float* fn, int64_t width, int mix
 }
 
 // x_out[d] = Σ_j pre[j]·X[j, d] in double, j ascending (hc.cpp's collapse).
+template <int NT>
 __device__ void hc_collapse(const double* pre, const float* X, int hc, int64_t D, bool official, float* out) {
-  for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+#pragma unroll 4
+  for (int64_t d = threadIdx.x; d < D; d += NT) {
     double acc = 0.0;
     for (int j = 0; j < hc; ++j) acc += pre[j] * X[j * D + d];
     out[d] = official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
@@ -533,7 +566,8 @@ __device__ void hc_scalar_warp(const HcParams& p, const double* m, int64_t s, do
   if (own) comb[s * hc * hc + lane] = static_cast<float>(C[lane]);
 }
 
-__global__ void __launch_bounds__(kThreads) hc_pre_kernel(HcParams p, const float* X, float* x_out, float* post,
+template <int NT>
+__global__ void __launch_bounds__(NT) hc_pre_kernel(HcParams p, const float* X, float* x_out, float* post,
                                                           float* comb) {
   __shared__ double m[kMaxMix];
   __shared__ double C[kMaxHc * kMaxHc];
@@ -541,7 +575,7 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HcParams p, const floa
   const int hc = p.hc;
   const int64_t s = blockIdx.x, width = hc * p.D;
   const float* Xs = X + s * width;
-  hc_mixes(Xs, p.fn, width, (2 + hc) * hc, p.norm_eps, m,
+  hc_mixes<NT>(Xs, p.fn, width, (2 + hc) * hc, p.norm_eps, m,
            p.partials ? p.partials + s * hc * (2 + hc) * hc : nullptr, hc);
   if (hc * hc <= 32) {
     if (threadIdx.x < 32) hc_scalar_warp(p, m, s, pre, C, post, comb);
@@ -549,7 +583,7 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HcParams p, const floa
     hc_scalar_serial(p, m, s, pre, C, post, comb);
   }
   __syncthreads();
-  hc_collapse(pre, Xs, hc, p.D, p.official, x_out + s * p.D);
+  hc_collapse<NT>(pre, Xs, hc, p.D, p.official, x_out + s * p.D);
 }
 
 // Elementwise; the double sum of exact float·float products in hc.cpp's order: bit-identical.
@@ -566,17 +600,18 @@ __global__ void hc_post_kernel(int hc, int64_t D, bool official, const float* y,
   }
 }
 
-__global__ void __launch_bounds__(kThreads) hc_head_kernel(HcParams p, const float* X, float* h) {
+template <int NT>
+__global__ void __launch_bounds__(NT) hc_head_kernel(HcParams p, const float* X, float* h) {
   __shared__ double m[kMaxHc];
   __shared__ double pre[kMaxHc];
   const int hc = p.hc;
   const int64_t s = blockIdx.x, width = hc * p.D;
   const float* Xs = X + s * width;
-  hc_mixes(Xs, p.fn, width, hc, p.norm_eps, m, p.partials ? p.partials + s * hc * hc : nullptr, hc);
+  hc_mixes<NT>(Xs, p.fn, width, hc, p.norm_eps, m, p.partials ? p.partials + s * hc * hc : nullptr, hc);
   const int j = static_cast<int>(threadIdx.x);
   if (j < hc) pre[j] = sigmoid_d(m[j] * p.scale[0] + p.base[j]) + p.hc_eps;
   __syncthreads();
-  hc_collapse(pre, Xs, hc, p.D, p.official, h + s * p.D);
+  hc_collapse<NT>(pre, Xs, hc, p.D, p.official, h + s * p.D);
 }
 
 bool hc_params_ok(const HcParams& p) {
@@ -671,13 +706,13 @@ __global__ void __launch_bounds__(kThreads) router_kernel(RouterParams p, const 
 // run_expert's SwiGLU, elementwise (official in f32 with the routing weight and one bf16
 // rounding; reference in double).
 __global__ void swiglu_kernel(const float* g, const float* u, const int32_t* ids, const float* weights, int64_t rows,
-                              int64_t I, float limit, bool clamp, bool official, float* h) {
+                              int64_t I, float limit, bool clamp, bool official, float* h, int64_t st) {
   const int64_t n = rows * I;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = idx / I;
+    const int64_t r = idx / I, in = r * st + idx % I;
     if (ids && ids[r] < 0) continue;
     if (official) {
-      float gv = g[idx], uv = u[idx];
+      float gv = g[in], uv = u[in];
       if (clamp) {
         gv = limit < gv ? limit : gv;                                  // std::min(gv, limit)
         uv = uv < -limit ? -limit : (limit < uv ? limit : uv);         // std::clamp(uv, ±limit)
@@ -685,7 +720,7 @@ __global__ void swiglu_kernel(const float* g, const float* u, const int32_t* ids
       const float sw = gv / (1.0f + expf(-gv)) * uv;
       h[idx] = round_bf16((weights ? weights[r] : 1.0f) * sw);
     } else {
-      double gv = g[idx], uv = u[idx];
+      double gv = g[in], uv = u[in];
       const double l = limit;
       if (clamp) {
         gv = l < gv ? l : gv;  // gate: from above only
@@ -793,7 +828,11 @@ cudaError_t rms_norm(const float* x, int64_t x_stride, const float* w, int64_t r
   if (rows < 0 || rows > INT_MAX) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   if (!x || !out || n <= 0 || x_stride < n || out_stride < n) return cudaErrorInvalidValue;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, x_stride, w, n, eps, bf16_out, out,
+  if (rows <= kFewRows)
+    rms_norm_kernel<kBigCta><<<static_cast<unsigned>(rows), kBigCta, 0, stream>>>(x, x_stride, w, n, eps, bf16_out, out,
+                                                                                  out_stride);
+  else
+    rms_norm_kernel<kThreads><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, x_stride, w, n, eps, bf16_out, out,
                                                                         out_stride);
   return cudaGetLastError();
 }
@@ -826,7 +865,10 @@ cudaError_t hc_pre(const HcParams& p, const float* X, int64_t S, float* x_out, f
   if (S < 0 || S > INT_MAX) return cudaErrorInvalidValue;
   if (S == 0) return cudaSuccess;
   if (!hc_params_ok(p) || !X || !x_out || !post || !comb) return cudaErrorInvalidValue;
-  hc_pre_kernel<<<static_cast<unsigned>(S), kThreads, 0, stream>>>(p, X, x_out, post, comb);
+  if (S <= kFewRows)
+    hc_pre_kernel<kBigCta><<<static_cast<unsigned>(S), kBigCta, 0, stream>>>(p, X, x_out, post, comb);
+  else
+    hc_pre_kernel<kThreads><<<static_cast<unsigned>(S), kThreads, 0, stream>>>(p, X, x_out, post, comb);
   return cudaGetLastError();
 }
 
@@ -845,7 +887,10 @@ cudaError_t hc_head(const HcParams& p, const float* X, int64_t S, float* h, cuda
   if (S < 0 || S > INT_MAX) return cudaErrorInvalidValue;
   if (S == 0) return cudaSuccess;
   if (!hc_params_ok(p) || !X || !h) return cudaErrorInvalidValue;
-  hc_head_kernel<<<static_cast<unsigned>(S), kThreads, 0, stream>>>(p, X, h);
+  if (S <= kFewRows)
+    hc_head_kernel<kBigCta><<<static_cast<unsigned>(S), kBigCta, 0, stream>>>(p, X, h);
+  else
+    hc_head_kernel<kThreads><<<static_cast<unsigned>(S), kThreads, 0, stream>>>(p, X, h);
   return cudaGetLastError();
 }
 
@@ -861,11 +906,13 @@ cudaError_t router(const RouterParams& p, const float* x, const int32_t* tokens,
 }
 
 cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const float* weights, int64_t rows, int64_t I,
-                   float limit, bool clamp, bool official, float* h, cudaStream_t stream) {
-  if (rows < 0) return cudaErrorInvalidValue;
+                   float limit, bool clamp, bool official, float* h, cudaStream_t stream, int64_t gu_stride) {
+  if (rows < 0 || gu_stride < 0) return cudaErrorInvalidValue;
   if (rows == 0) return cudaSuccess;
   if (!g || !u || !h || I <= 0 || (clamp && !(limit > 0.0f))) return cudaErrorInvalidValue;
-  swiglu_kernel<<<grid_for(rows * I), kThreads, 0, stream>>>(g, u, ids, weights, rows, I, limit, clamp, official, h);
+  const int64_t st = gu_stride ? gu_stride : I;
+  if (st < I) return cudaErrorInvalidValue;
+  swiglu_kernel<<<grid_for(rows * I), kThreads, 0, stream>>>(g, u, ids, weights, rows, I, limit, clamp, official, h, st);
   return cudaGetLastError();
 }
 

@@ -28,7 +28,7 @@ template <class T> void to_host(std::vector<T>& dst, const T* src, size_t n, cud
 // The partial HC mix dots of X [S, hc, D] (HcParams::partials) for small S, else null (the hc
 // kernels compute them themselves).
 const float* CudaBackend::hc_partials(const DevHc& h, const float* X, int64_t S) {
-  if (S > kSplitMixTokens) return nullptr;
+  if (S > kSplitMixTokens && !gemm_) return nullptr;  // prefill chunks: on the GEMM path when it is on
   const int64_t D = cfg_.hidden_size, hc = cfg_.hc_mult, mix = h.fn_streams.out / hc;
   float* part = ws_.get<float>(static_cast<size_t>(S * h.fn_streams.out));
   LinearArgs a;
@@ -39,7 +39,7 @@ const float* CudaBackend::hc_partials(const DevHc& h, const float* X, int64_t S)
   a.y_stride = h.fn_streams.out;
   a.rows = S;
   a.out_group = mix;  // output j·mix + i reads stream j
-  DSV4_CUDA_CHECK(linear(a, stream()));
+  run_linear(a);
   return part;
 }
 
@@ -136,11 +136,11 @@ void CudaBackend::experts_gemm(const DevExperts& E, const float* x, const int32_
   const float* row_w = reinterpret_cast<const float*>(dpack + m + n);
   if (m == 0) return;
 
+  // g and u side by side per row ([m, 2I]): one dequantisation and one GEMM per expert where
+  // w1|w3 are stored as one weight (E.has_w13), else two of each into the two halves.
   uint16_t* X = ws_.get<uint16_t>(static_cast<size_t>(m * D));
-  float* g = ws_.get<float>(static_cast<size_t>(m * I));
-  float* u = ws_.get<float>(static_cast<size_t>(m * I));
-  uint16_t* W1 = ws_.get<uint16_t>(static_cast<size_t>(I * D));
-  uint16_t* W3 = ws_.get<uint16_t>(static_cast<size_t>(I * D));
+  float* gu = ws_.get<float>(static_cast<size_t>(m * 2 * I));
+  uint16_t* W13 = ws_.get<uint16_t>(static_cast<size_t>(2 * I * D));
   DSV4_CUDA_CHECK(rows_to_bf16(x, D, row_token, m, D, true, X, D, s));
   auto expert = [](const WeightView& w, int e, int64_t ds, int64_t ss) {
     WeightView v = w;
@@ -151,16 +151,22 @@ void CudaBackend::experts_gemm(const DevExperts& E, const float* x, const int32_
   for (int e = 0; e < NE; ++e) {
     const int64_t r0 = start[static_cast<size_t>(e)], cnt = start[static_cast<size_t>(e) + 1] - r0;
     if (cnt == 0) continue;
-    DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w1, e, E.w1_data_stride, E.w1_scale_stride), 0, I, W1, s));
-    DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w3, e, E.w3_data_stride, E.w3_scale_stride), 0, I, W3, s));
-    gemm_->bf16_nt(X + r0 * D, D, W1, D, g + r0 * I, I, cnt, I, D, s);
-    gemm_->bf16_nt(X + r0 * D, D, W3, D, u + r0 * I, I, cnt, I, D, s);
+    if (E.has_w13) {
+      DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w13, e, E.w1_data_stride, E.w1_scale_stride), 0, 2 * I, W13, s));
+      gemm_->bf16_nt(X + r0 * D, D, W13, D, gu + r0 * 2 * I, 2 * I, cnt, 2 * I, D, s);
+    } else {
+      DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w1, e, E.w1_data_stride, E.w1_scale_stride), 0, I, W13, s));
+      DSV4_CUDA_CHECK(weight_to_bf16(expert(E.w3, e, E.w3_data_stride, E.w3_scale_stride), 0, I, W13 + I * D, s));
+      gemm_->bf16_nt(X + r0 * D, D, W13, D, gu + r0 * 2 * I, 2 * I, cnt, I, D, s);
+      gemm_->bf16_nt(X + r0 * D, D, W13 + I * D, D, gu + r0 * 2 * I + I, 2 * I, cnt, I, D, s);
+    }
   }
   const float limit = static_cast<float>(cfg_.swiglu_limit);
-  DSV4_CUDA_CHECK(swiglu(g, u, nullptr, row_w, m, I, limit, cfg_.swiglu_limit > 0, true, g, s));
+  float* g = ws_.get<float>(static_cast<size_t>(m * I));
+  DSV4_CUDA_CHECK(swiglu(gu, gu + I, nullptr, row_w, m, I, limit, cfg_.swiglu_limit > 0, true, g, s, 2 * I));
   uint16_t* H = ws_.get<uint16_t>(static_cast<size_t>(m * I));
   DSV4_CUDA_CHECK(rows_to_bf16(g, I, nullptr, m, I, true, H, I, s));
-  uint16_t* W2 = W1;  // D·I elements: the w1 scratch, free now (stream order)
+  uint16_t* W2 = W13;  // D·I elements: the w1|w3 scratch, free now (stream order)
   for (int e = 0; e < NE; ++e) {
     const int64_t r0 = start[static_cast<size_t>(e)], cnt = start[static_cast<size_t>(e) + 1] - r0;
     if (cnt == 0) continue;
@@ -213,16 +219,23 @@ void CudaBackend::attention(const DevLayer& L, size_t slot, DevSequence& st, con
   // §3.5.1 query path: qr feeds wq_b and the indexer.
   float* qr = ws_.get<float>(static_cast<size_t>(S * qlr));
   float* q = ws_.get<float>(static_cast<size_t>(S * H * hd));
-  lin(L.wq_a, x, S, qr, off, off);
-  DSV4_CUDA_CHECK(rms_norm(qr, qlr, L.q_norm, S, qlr, eps, off, qr, qlr, s));
+  float* kv = ws_.get<float>(static_cast<size_t>(S * hd));
+  if (L.has_wqkv) {  // wq_a|wkv stored as one weight: one launch, then each norm reads its columns
+    float* qkv = ws_.get<float>(static_cast<size_t>(S * (qlr + hd)));
+    lin(L.wqkv, x, S, qkv, off, off);
+    DSV4_CUDA_CHECK(rms_norm(qkv, qlr + hd, L.q_norm, S, qlr, eps, off, qr, qlr, s));
+    DSV4_CUDA_CHECK(rms_norm(qkv + qlr, qlr + hd, L.kv_norm, S, hd, eps, off, kv, hd, s));
+  } else {
+    lin(L.wq_a, x, S, qr, off, off);
+    DSV4_CUDA_CHECK(rms_norm(qr, qlr, L.q_norm, S, qlr, eps, off, qr, qlr, s));
+    lin(L.wkv, x, S, kv, off, off);
+    DSV4_CUDA_CHECK(rms_norm(kv, hd, L.kv_norm, S, hd, eps, off, kv, hd, s));
+  }
   lin(L.wq_b, qr, S, q, off, off);
   DSV4_CUDA_CHECK(head_rms_norm(q, S * H, hd, eps, off, s));
   DSV4_CUDA_CHECK(rope(q, S * H, hd, hd - rd, static_cast<int>(rd), inv, p0, H, false, off, s));
 
-  // §3.5.2 the single shared K=V head.
-  float* kv = ws_.get<float>(static_cast<size_t>(S * hd));
-  lin(L.wkv, x, S, kv, off, off);
-  DSV4_CUDA_CHECK(rms_norm(kv, hd, L.kv_norm, S, hd, eps, off, kv, hd, s));
+  // §3.5.2 the single shared K=V head (projected and normalised above).
   DSV4_CUDA_CHECK(rope(kv, S, hd, hd - rd, static_cast<int>(rd), inv, p0, 1, false, off, s));
   if (off) DSV4_CUDA_CHECK(kv_fp8_simulate(kv, S, hd, hd - rd, s));  // §5.2: non-rope dims only
 
@@ -364,7 +377,7 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   rp.D = D;
   rp.norm_topk_prob = cfg_.norm_topk_prob;
   rp.routed_scale = static_cast<float>(cfg_.routed_scaling_factor);
-  if (S <= kSplitMixTokens) {  // the logits as a linear over many CTAs (the f32 gate [E, D])
+  if (S <= kSplitMixTokens || gemm_) {  // the logits as a linear over many CTAs / a GEMM (f32 gate [E, D])
     WeightView gw;
     gw.format = WeightFormat::f32;
     gw.out = rp.E;
@@ -400,6 +413,13 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   };
   if (grouped) {
     experts_gemm(E, x, ids, wts, S, ys, y_rows);
+  } else if (E.has_w13) {  // w1|w3 as one weight: g and u side by side in one output row
+    const float limit = static_cast<float>(cfg_.swiglu_limit);
+    float* gu = ws_.get<float>(static_cast<size_t>(S * K * 2 * I));
+    float* h = ws_.get<float>(static_cast<size_t>(S * K * I));
+    expert_lin(E.w13, E.w1_data_stride, E.w1_scale_stride, x, x_rows, gu);
+    DSV4_CUDA_CHECK(swiglu(gu, gu + I, ids, wts, S * K, I, limit, cfg_.swiglu_limit > 0, off, h, s, 2 * I));
+    expert_lin(E.w2, E.w2_data_stride, E.w2_scale_stride, h, nullptr, ys);
   } else {
     float* g = ws_.get<float>(static_cast<size_t>(S * K * I));
     float* up = ws_.get<float>(static_cast<size_t>(S * K * I));
@@ -411,12 +431,18 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   }
 
   // The shared expert, unclamped (the official semantics), added last.
-  float* gs = ws_.get<float>(static_cast<size_t>(S * Is));
-  float* us = ws_.get<float>(static_cast<size_t>(S * Is));
   float* ysh = ws_.get<float>(static_cast<size_t>(S * D));
-  lin(L.sh_w1, x, S, gs, off, off);
-  lin(L.sh_w3, x, S, us, off, off);
-  DSV4_CUDA_CHECK(swiglu(gs, us, nullptr, nullptr, S, Is, 0.0f, false, off, gs, s));
+  float* gs = ws_.get<float>(static_cast<size_t>(S * Is));
+  if (L.has_sh_w13) {
+    float* gus = ws_.get<float>(static_cast<size_t>(S * 2 * Is));
+    lin(L.sh_w13, x, S, gus, off, off);
+    DSV4_CUDA_CHECK(swiglu(gus, gus + Is, nullptr, nullptr, S, Is, 0.0f, false, off, gs, s, 2 * Is));
+  } else {
+    float* us = ws_.get<float>(static_cast<size_t>(S * Is));
+    lin(L.sh_w1, x, S, gs, off, off);
+    lin(L.sh_w3, x, S, us, off, off);
+    DSV4_CUDA_CHECK(swiglu(gs, us, nullptr, nullptr, S, Is, 0.0f, false, off, gs, s));
+  }
   lin(L.sh_w2, gs, S, ysh, off, off);
   DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, ysh, S, K, D, off, f, s, y_rows));
 }

@@ -108,25 +108,38 @@ void Gemm::bf16_nt(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ld
 
 bool Gemm::linear(const LinearArgs& a, Workspace& ws, cudaStream_t stream) {
   const WeightView& w = a.w;
-  if (w.format == WeightFormat::f32 || a.expert_ids) return false;
+  if (a.expert_ids) return false;
   if (a.rows == 0) return true;
   const int64_t groups = a.out_group > 0 ? w.out / a.out_group : 1, group_out = a.out_group > 0 ? a.out_group : w.out;
   const int64_t width = groups * w.in;  // input columns a row holds
-  // The input rows as one bf16 matrix (a grouped row is quantised per 128 from its own start: the
-  // grouped linear is only used without quantisation, wo_a in official numerics).
+  if (a.quant_act && groups > 1) return false;  // not a case of the model (wo_a is not quantised)
+  // The input rows as one bf16 matrix.
   uint16_t* X = ws.get<uint16_t>(static_cast<size_t>(a.rows * width));
-  DSV4_CUDA_CHECK(rows_to_bf16(a.x, a.x_stride, a.x_rows, a.rows, width, a.quant_act && groups == 1, X, width, stream));
-  if (a.quant_act && groups > 1)
-    fail(Status::backend, "GEMM linear: quantised grouped input is not a case of the model");
+  DSV4_CUDA_CHECK(rows_to_bf16(a.x, a.x_stride, a.x_rows, a.rows, width, a.quant_act, X, width, stream));
+  auto gemm_all = [&](const uint16_t* W, float* y, int64_t ldy) {
+    for (int64_t g = 0; g < groups; ++g)
+      bf16_nt(X + g * w.in, width, W + g * group_out * w.in, w.in, y + g * group_out, ldy, a.rows, group_out, w.in,
+              stream);
+  };
+  if (w.format == WeightFormat::f32) {
+    // f32 weight = hi + mid + lo exactly (split3_bf16): three bf16 GEMMs, summed in f32.
+    const size_t n = static_cast<size_t>(w.out * w.in);
+    uint16_t* parts = ws.get<uint16_t>(3 * n);
+    DSV4_CUDA_CHECK(split3_bf16(reinterpret_cast<const float*>(w.data), static_cast<int64_t>(n), parts, parts + n,
+                                parts + 2 * n, stream));
+    float* y3 = ws.get<float>(3 * static_cast<size_t>(a.rows * w.out));
+    for (int t = 0; t < 3; ++t) gemm_all(parts + t * n, y3 + t * a.rows * w.out, w.out);
+    DSV4_CUDA_CHECK(sum3_rows(y3, y3 + a.rows * w.out, y3 + 2 * a.rows * w.out, w.out, a.rows, w.out, a.bf16_out, a.y,
+                              a.y_stride, stream));
+    return true;
+  }
   const uint16_t* W = reinterpret_cast<const uint16_t*>(w.data);
   if (w.format != WeightFormat::bf16) {
     uint16_t* Wb = ws.get<uint16_t>(static_cast<size_t>(w.out * w.in));
     DSV4_CUDA_CHECK(weight_to_bf16(w, 0, w.out, Wb, stream));
     W = Wb;
   }
-  for (int64_t g = 0; g < groups; ++g)
-    bf16_nt(X + g * w.in, width, W + g * group_out * w.in, w.in, a.y + g * group_out, a.y_stride, a.rows, group_out,
-            w.in, stream);
+  gemm_all(W, a.y, a.y_stride);
   if (a.bf16_out) DSV4_CUDA_CHECK(round_rows_bf16(a.y, a.y_stride, a.rows, w.out, stream));
   return true;
 }

@@ -7,8 +7,8 @@
 // weight element (an e4m3 / e2m1 code times its e8m0 power-of-two scale, or a BF16 weight). A bf16
 // × bf16 product is exact in f32, and cuBLASLt accumulates in f32 (CUBLAS_COMPUTE_32F): the result
 // is the same dot product in another summation order, which is the tolerance the tests already
-// allow between the GPU and its CPU twin. F32 weights (router gate, HC mixes) are not bf16 values
-// and stay on `linear`; so do reference numerics (f32 activations).
+// allow between the GPU and its CPU twin. F32 weights (router gate, HC mixes) are split exactly
+// into three bf16 parts. Reference numerics (f32 activations) stay on `linear`.
 //
 // Data flow of one call: the rows of x (gathered, quantised when asked) → a bf16 matrix; the weight
 // (or one expert's) → bf16 (FP8 / FP4 dequantised on the device; BF16 used in place); one
@@ -43,8 +43,9 @@ class Gemm {
 
   // `linear` on this path: every LinearArgs feature except expert_ids (the MoE groups its rows per
   // expert and calls bf16_nt itself) — gathered rows, grouped columns (out_group), quant_act,
-  // bf16_out. Scratch from ws (the caller rewinds it). False when the weight is F32 (not bf16-exact):
-  // the caller uses `linear`.
+  // bf16_out; F32 weights (router gate, HC mixes) as three exact bf16 parts (split3_bf16) whose
+  // GEMMs are summed in f32. Scratch from ws (the caller rewinds it). False for expert ids and for
+  // a quantised grouped input (not a case of the model): the caller uses `linear`.
   bool linear(const LinearArgs& a, Workspace& ws, cudaStream_t stream);
 
  private:

@@ -51,31 +51,47 @@ __global__ void rows_to_bf16_kernel(const float* x, int64_t x_stride, const int3
   }
 }
 
-// Eight consecutive elements of one weight row per thread (in % 8 == 0 is checked by the launcher
-// for the byte-wide loads; other widths take the element loop).
-__global__ void weight_to_bf16_kernel(WeightView w, int64_t row0, int64_t rows, uint16_t* out) {
-  const int64_t per_row = (w.in + 7) / 8;
-  const int64_t n = rows * per_row;
-  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < n; t += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = t / per_row, i0 = (t % per_row) * 8;
-    const int64_t o = row0 + r;
-    uint16_t* dst = out + r * w.in + i0;
-    if (i0 + 8 <= w.in && w.in % 8 == 0 && w.format == WeightFormat::fp8 && w.block_in % 8 == 0) {
-      const uint2 q = *reinterpret_cast<const uint2*>(w.data + o * w.in + i0);  // one scale block holds all 8
-      const float s = e8m0_to_f32(w.scale[(o / w.block_out) * w.scale_cols + i0 / w.block_in]);
-      const uint32_t c[2] = {q.x, q.y};
-      uint16_t v[8];
-      for (int j = 0; j < 8; ++j) v[j] = f32_to_bf16(e4m3_to_f32(static_cast<uint8_t>(c[j / 4] >> (8 * (j % 4)))) * s);
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
-    } else if (i0 + 8 <= w.in && w.in % 8 == 0 && w.format == WeightFormat::fp4 && w.block_in % 8 == 0) {
-      const uint32_t c = *reinterpret_cast<const uint32_t*>(w.data + o * (w.in / 2) + i0 / 2);
-      const float s = e8m0_to_f32(w.scale[o * w.scale_cols + i0 / w.block_in]);
-      uint16_t v[8];
-      for (int j = 0; j < 8; ++j) v[j] = f32_to_bf16(e2m1_to_f32(static_cast<uint8_t>((c >> (4 * j)) & 0xf)) * s);
-      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
-    } else {
-      for (int64_t i = i0; i < i0 + 8 && i < w.in; ++i) dst[i - i0] = f32_to_bf16(w.at(o, i));
+// 16 consecutive elements of one weight row per thread: blockIdx.y = row (no 64-bit division on
+// the hot path), one 16-byte FP8 / 8-byte FP4 load, two 16-byte stores. The vector path needs
+// in % 16 == 0 and a block_in that 16 divides (so one scale covers all 16); other shapes take the
+// element loop (exact either way: w.at's value, bf16-representable).
+constexpr int kDeqElems = 16;
+__global__ void weight_to_bf16_kernel(WeightView w, int64_t row0, uint16_t* out, bool vec) {
+  const int64_t r = blockIdx.y + int64_t{65535} * blockIdx.z;
+  const int64_t o = row0 + r;
+  const int64_t i0 = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * kDeqElems;
+  if (i0 >= w.in) return;
+  uint16_t* dst = out + r * w.in + i0;
+  if (vec && w.format == WeightFormat::fp8) {
+    const uint4 q = __ldg(reinterpret_cast<const uint4*>(w.data + o * w.in + i0));
+    const float s = e8m0_to_f32(w.scale[(o / w.block_out) * w.scale_cols + i0 / w.block_in]);
+    const uint32_t c[4] = {q.x, q.y, q.z, q.w};
+    uint32_t v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const uint32_t b = c[j / 2] >> (16 * (j % 2));
+      const uint16_t lo = f32_to_bf16(e4m3_to_f32(static_cast<uint8_t>(b & 0xff)) * s);
+      const uint16_t hi = f32_to_bf16(e4m3_to_f32(static_cast<uint8_t>((b >> 8) & 0xff)) * s);
+      v[j] = lo | (uint32_t{hi} << 16);
     }
+    reinterpret_cast<uint4*>(dst)[0] = make_uint4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<uint4*>(dst)[1] = make_uint4(v[4], v[5], v[6], v[7]);
+  } else if (vec && w.format == WeightFormat::fp4) {
+    const uint2 q = __ldg(reinterpret_cast<const uint2*>(w.data + o * (w.in / 2) + i0 / 2));
+    const float s = e8m0_to_f32(w.scale[o * w.scale_cols + i0 / w.block_in]);
+    const uint32_t c[2] = {q.x, q.y};
+    uint32_t v[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const uint32_t b = c[j / 4] >> (8 * (j % 4));
+      const uint16_t lo = f32_to_bf16(e2m1_to_f32(static_cast<uint8_t>(b & 0xf)) * s);
+      const uint16_t hi = f32_to_bf16(e2m1_to_f32(static_cast<uint8_t>((b >> 4) & 0xf)) * s);
+      v[j] = lo | (uint32_t{hi} << 16);
+    }
+    reinterpret_cast<uint4*>(dst)[0] = make_uint4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<uint4*>(dst)[1] = make_uint4(v[4], v[5], v[6], v[7]);
+  } else {
+    for (int64_t i = i0; i < i0 + kDeqElems && i < w.in; ++i) dst[i - i0] = f32_to_bf16(w.at(o, i));
   }
 }
 
@@ -94,6 +110,30 @@ unsigned grid_for(int64_t n) {
 
 
 }  // namespace
+
+// The exact three-way bf16 split of an f32 weight: hi = bf16(w), mid = bf16(w − hi),
+// lo = w − hi − mid (each difference exact in f32; lo has at most 8 significant bits).
+__global__ void split3_kernel(const float* w, int64_t n, uint16_t* hi, uint16_t* mid, uint16_t* lo) {
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < n; t += int64_t{gridDim.x} * blockDim.x) {
+    const float v = w[t];
+    const uint16_t h = f32_to_bf16(v);
+    const float r1 = v - bf16_to_f32(h);
+    const uint16_t m = f32_to_bf16(r1);
+    hi[t] = h;
+    mid[t] = m;
+    lo[t] = f32_to_bf16(r1 - bf16_to_f32(m));
+  }
+}
+
+__global__ void sum3_kernel(const float* a, const float* b, const float* c, int64_t ld_in, int64_t rows, int64_t n,
+                            bool bf16, float* y, int64_t ld) {
+  const int64_t total = rows * n;
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total; t += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = t / n, i = t % n, k = r * ld_in + i;
+    const float v = (a[k] + b[k]) + c[k];
+    y[r * ld + i] = bf16 ? round_bf16(v) : v;
+  }
+}
 
 cudaError_t rows_to_bf16(const float* x, int64_t x_stride, const int32_t* x_rows, int64_t rows, int64_t n, bool quant,
                          uint16_t* out, int64_t out_stride, cudaStream_t stream) {
@@ -114,9 +154,36 @@ cudaError_t weight_to_bf16(const WeightView& w, int64_t row0, int64_t rows, uint
   if (!w.data || !out || w.format == WeightFormat::f32) return cudaErrorInvalidValue;
   if ((w.format == WeightFormat::fp8 || w.format == WeightFormat::fp4) && !w.scale) return cudaErrorInvalidValue;
   if (w.format == WeightFormat::bf16) return cudaErrorInvalidValue;  // used in place, never converted
-  if (reinterpret_cast<uintptr_t>(out) % 16 != 0 || reinterpret_cast<uintptr_t>(w.data) % 8 != 0)
-    return cudaErrorInvalidValue;
-  weight_to_bf16_kernel<<<grid_for(rows * ((w.in + 7) / 8)), kThreads, 0, stream>>>(w, row0, rows, out);
+  const bool vec = w.in % kDeqElems == 0 && w.block_in % kDeqElems == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(w.data) % 16 == 0;
+  const int64_t per_row = (w.in + kDeqElems - 1) / kDeqElems;
+  const int64_t gx = (per_row + kThreads - 1) / kThreads;
+  if (gx > INT_MAX || rows > int64_t{65535} * 65535) return cudaErrorInvalidValue;
+  // blockIdx.y + 65535·blockIdx.z = row: full slices of 65535 rows, then the rest.
+  const int64_t full = rows / 65535, rest = rows % 65535;
+  if (full > 0)
+    weight_to_bf16_kernel<<<dim3(static_cast<unsigned>(gx), 65535u, static_cast<unsigned>(full)), kThreads, 0, stream>>>(
+        w, row0, out, vec);
+  if (rest > 0)
+    weight_to_bf16_kernel<<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(rest), 1u), kThreads, 0, stream>>>(
+        w, row0 + full * 65535, out + full * 65535 * w.in, vec);
+  return cudaGetLastError();
+}
+
+cudaError_t split3_bf16(const float* w, int64_t n, uint16_t* hi, uint16_t* mid, uint16_t* lo, cudaStream_t stream) {
+  if (n < 0) return cudaErrorInvalidValue;
+  if (n == 0) return cudaSuccess;
+  if (!w || !hi || !mid || !lo) return cudaErrorInvalidValue;
+  split3_kernel<<<grid_for(n), kThreads, 0, stream>>>(w, n, hi, mid, lo);
+  return cudaGetLastError();
+}
+
+cudaError_t sum3_rows(const float* a, const float* b, const float* c, int64_t ld_in, int64_t rows, int64_t n, bool bf16,
+                      float* y, int64_t ld, cudaStream_t stream) {
+  if (rows < 0 || n < 0 || ld < n || ld_in < n) return cudaErrorInvalidValue;
+  if (rows == 0 || n == 0) return cudaSuccess;
+  if (!a || !b || !c || !y) return cudaErrorInvalidValue;
+  sum3_kernel<<<grid_for(rows * n), kThreads, 0, stream>>>(a, b, c, ld_in, rows, n, bf16, y, ld);
   return cudaGetLastError();
 }
 

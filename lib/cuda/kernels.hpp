@@ -124,9 +124,12 @@ cudaError_t router(const RouterParams& p, const float* x, const int32_t* tokens,
 // SwiGLU of slot rows (rows with ids[r] < 0 skipped; ids may be null = all rows valid):
 // official: h = bf16(weight[r] · silu(g') · u') with g' = min(g, limit), u' = clamp(u, ±limit) when
 // clamp, silu in f32; reference: h = silu(g')·u' (weight applied after w2, in moe_combine).
-// weights may be null (weight 1: the shared expert). g, u, h: [rows, I] (h may alias g).
+// weights may be null (weight 1: the shared expert). g, u: rows of gu_stride values (0 = I; the
+// fused w1|w3 output has g and u side by side: gu_stride 2I), h: [rows, I] (h may alias g only when
+// gu_stride is I).
 cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const float* weights, int64_t rows,
-                   int64_t I, float limit, bool clamp, bool official, float* h, cudaStream_t stream);
+                   int64_t I, float limit, bool clamp, bool official, float* h, cudaStream_t stream,
+                   int64_t gu_stride = 0);
 // f[s] = Σ over token s's valid slots in ascending expert id of w·y_slot (reference; w = 1 in
 // official, where the weight was applied before w2), then + y_shared[s]; official: f32 sum, one
 // bf16 rounding at the end. y_slot [S·K, D] (slot r's row: y_rows[r] when y_rows is given — the
@@ -249,6 +252,13 @@ cudaError_t rows_to_bf16(const float* x, int64_t x_stride, const int32_t* x_rows
 cudaError_t weight_to_bf16(const WeightView& w, int64_t row0, int64_t rows, uint16_t* out, cudaStream_t stream);
 // y[r, c] = round_bf16(y[r, c]) for r < rows, c < n.
 cudaError_t round_rows_bf16(float* y, int64_t ld, int64_t rows, int64_t n, cudaStream_t stream);
+// The exact split of an f32 array into three bf16 arrays, w = hi + mid + lo (hi = bf16(w),
+// mid = bf16(w − hi), lo = w − hi − mid: each step exact in f32, lo ≤ 8 significant bits), so a
+// product x·w with bf16 x is three exact bf16 products (f32 weights on the GEMM path).
+cudaError_t split3_bf16(const float* w, int64_t n, uint16_t* hi, uint16_t* mid, uint16_t* lo, cudaStream_t stream);
+// y[r, i] = (a + b) + c at [r·ld_in + i] (f32, then bf16 when asked) for r < rows, i < n.
+cudaError_t sum3_rows(const float* a, const float* b, const float* c, int64_t ld_in, int64_t rows, int64_t n, bool bf16,
+                      float* y, int64_t ld, cudaStream_t stream);
 
 // ============================ gemm_mma.cu ======================================================
 // C[M, N] (f32, row stride ldc) = A[M, K] · B[N, K]ᵀ, A and B bf16 bits, row-major (row strides lda,

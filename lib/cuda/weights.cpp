@@ -31,7 +31,7 @@ class Uploader {
   // Plan pass: returns null and counts. Commit pass: returns the device address and copies.
   const uint8_t* put(const void* src, size_t n, Cat c) {
     const size_t off = used_;
-    used_ = align_up(used_ + n);
+    used_ = tight_ ? used_ + n : align_up(used_ + n);
     if (!base_) {
       count(c, n);
       return nullptr;
@@ -43,9 +43,12 @@ class Uploader {
   }
   uint8_t* reserve(size_t n) {  // commit pass: the next n arena bytes, not copied
     uint8_t* dst = base_ + used_;
-    used_ = align_up(used_ + n);
+    used_ = tight_ ? used_ + n : align_up(used_ + n);
     return dst;
   }
+  // While set, the next put starts right after this one (no alignment gap): the first of a pair
+  // stored as one matrix.
+  void tight(bool on) { tight_ = on; }
   template <class T> const T* put_vec(const std::vector<T>& v, Cat c = Cat::other) {
     return reinterpret_cast<const T*>(put(v.data(), v.size() * sizeof(T), c));
   }
@@ -54,6 +57,32 @@ class Uploader {
     v.data = put_data(v, l.data);
     v.scale = put_scale(v, l.scale);
     return v;
+  }
+  // Two weights with the same input, data then data, scales then scales; `fused` (when `ok`) views
+  // them as one [a.out + b.out, in] weight: same format, input and blocks, the first's data and
+  // scale bytes a multiple of the arena alignment (no gap), FP8 rows in whole 128-row blocks.
+  void put_pair(const cpu::Linear& la, const cpu::Linear& lb, WeightView& a, WeightView& b, WeightView& fused,
+                bool& ok) {
+    a = la.view();
+    b = lb.view();
+    ok = fusable(a, b);
+    tight(ok);
+    a.data = put_data(a, la.data);
+    tight(false);
+    b.data = put_data(b, lb.data);
+    tight(ok);
+    a.scale = put_scale(a, la.scale);
+    tight(false);
+    b.scale = put_scale(b, lb.scale);
+    fused = a;
+    fused.out = a.out + b.out;
+  }
+  // Whether b can follow a as more rows of one weight: same format, input and blocks, and for FP8
+  // whole 128-row blocks (the scale rows stay per block). Its rows stay 16-byte aligned when a's
+  // rows are.
+  static bool fusable(const WeightView& a, const WeightView& b) {
+    return a.format == b.format && a.in == b.in && a.scale_cols == b.scale_cols && a.block_in == b.block_in &&
+           a.block_out == b.block_out && (a.format != WeightFormat::fp8 || a.out % a.block_out == 0);
   }
   // A weight's data / scales; a null source (synthetic checkpoints only) is filled on the device
   // with values drawn as make-model draws them (lib/model_gen.cpp): FP8 uniform in ±√3/√fan_in
@@ -151,6 +180,7 @@ class Uploader {
   const Logger& log_;
   uint8_t* base_ = nullptr;
   size_t used_ = 0, total_ = 0, copied_ = 0;
+  bool tight_ = false;
   WeightBytes bytes_;
   Stream stream_;
   std::vector<PinnedBuffer> staging_;
@@ -187,9 +217,8 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
   d.hc_attn = put_hc(up, L.hc_attn, hc, D);
   d.hc_ffn = put_hc(up, L.hc_ffn, hc, D);
   const cpu::AttnWeights& a = L.attn;
-  d.wq_a = up.put_linear(a.wq_a);
+  up.put_pair(a.wq_a, a.wkv, d.wq_a, d.wkv, d.wqkv, d.has_wqkv);
   d.wq_b = up.put_linear(a.wq_b);
-  d.wkv = up.put_linear(a.wkv);
   d.wo_a = up.put_linear(a.wo_a);
   d.wo_b = up.put_linear(a.wo_b);
   d.q_norm = up.put_vec(a.q_norm);
@@ -233,13 +262,54 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
     data_stride = static_cast<int64_t>(align_up(static_cast<size_t>(first.data_bytes())));
     scale_stride = static_cast<int64_t>(align_up(static_cast<size_t>(first.scale_bytes())));
   };
+  // w1 and w3 interleaved per expert (w1_e, w3_e, w1_{e+1}, …; scales the same way), each w3_e
+  // right after its w1_e.
+  auto stack13 = [&](DevExperts& x) {
+    WeightView f1, f3;
+    const bool pair = !m.experts.empty() && Uploader::fusable(m.experts[0].w1.view(), m.experts[0].w3.view());
+    for (size_t e = 0; e < m.experts.size(); ++e) {
+      const cpu::Linear& l1 = m.experts[e].w1;
+      const cpu::Linear& l3 = m.experts[e].w3;
+      WeightView v1 = l1.view(), v3 = l3.view();
+      up.tight(pair);
+      v1.data = up.put_data(v1, l1.data);
+      up.tight(false);
+      v3.data = up.put_data(v3, l3.data);
+      if (e == 0) {
+        f1 = v1;
+        f3 = v3;
+      } else if (v1.format != f1.format || v1.out != f1.out || v1.in != f1.in || v3.format != f3.format ||
+                 v3.out != f3.out || v3.in != f3.in) {
+        fail(Status::format, "tensors '{}' / '{}': expert shapes or formats differ within a layer", l1.name, l3.name);
+      }
+    }
+    for (size_t e = 0; e < m.experts.size() && f1.scale_bytes() > 0; ++e) {
+      up.tight(pair);
+      const uint8_t* s1 = up.put_scale(f1, m.experts[e].w1.scale);
+      up.tight(false);
+      const uint8_t* s3 = up.put_scale(f3, m.experts[e].w3.scale);
+      if (e == 0) {
+        f1.scale = s1;
+        f3.scale = s3;
+      }
+    }
+    auto span = [&](int64_t b1, int64_t b3) {  // bytes from w1_e to w1_{e+1}
+      return static_cast<int64_t>(pair ? align_up(static_cast<size_t>(b1 + b3))
+                                       : align_up(static_cast<size_t>(b1)) + align_up(static_cast<size_t>(b3)));
+    };
+    x.w1 = f1;
+    x.w3 = f3;
+    x.w1_data_stride = x.w3_data_stride = span(f1.data_bytes(), f3.data_bytes());
+    x.w1_scale_stride = x.w3_scale_stride = span(f1.scale_bytes(), f3.scale_bytes());
+    x.has_w13 = pair;
+    x.w13 = f1;
+    x.w13.out = f1.out + f3.out;
+  };
   DevExperts& x = d.experts;
-  stack(&cpu::ExpertWeights::w1, x.w1, x.w1_data_stride, x.w1_scale_stride);
+  stack13(x);
   stack(&cpu::ExpertWeights::w2, x.w2, x.w2_data_stride, x.w2_scale_stride);
-  stack(&cpu::ExpertWeights::w3, x.w3, x.w3_data_stride, x.w3_scale_stride);
-  d.sh_w1 = up.put_linear(m.shared.w1);
+  up.put_pair(m.shared.w1, m.shared.w3, d.sh_w1, d.sh_w3, d.sh_w13, d.has_sh_w13);
   d.sh_w2 = up.put_linear(m.shared.w2);
-  d.sh_w3 = up.put_linear(m.shared.w3);
   return d;
 }
 

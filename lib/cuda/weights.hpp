@@ -34,11 +34,16 @@ struct DevCompressor {
   const float* norm = nullptr;  // [d]
 };
 
-// Routed experts of one layer: views of expert 0, expert e at + e · *_stride bytes.
+// Routed experts of one layer: views of expert 0, expert e at + e · *_stride bytes. w1 and w3 of
+// an expert are stored back to back (data, and scales), so where their sizes keep the arena's
+// alignment (has_w13: every real shape) w13 views them as one [2I, D] weight — one launch for
+// both (its output row: g then u) — with the w1 strides.
 struct DevExperts {
   WeightView w1, w2, w3;
   int64_t w1_data_stride = 0, w1_scale_stride = 0, w2_data_stride = 0, w2_scale_stride = 0, w3_data_stride = 0,
           w3_scale_stride = 0;
+  bool has_w13 = false;
+  WeightView w13;
 };
 
 struct DevLayer {
@@ -60,6 +65,10 @@ struct DevLayer {
   int tid2eid_cols = 0;
   DevExperts experts;
   WeightView sh_w1, sh_w2, sh_w3;
+  // Weights that read the same input stored back to back and, where the layout allows (see
+  // DevExperts), viewed as one: wq_a|wkv (output: qr then kv) and the shared expert's w1|w3.
+  bool has_wqkv = false, has_sh_w13 = false;
+  WeightView wqkv, sh_w13;
 };
 
 struct DevMtp {

@@ -411,8 +411,8 @@ TEST_CASE("linear with expert ids, gathered rows and grouped input columns", "[g
 }
 
 // The prefill path (lib/cuda/gemm.hpp): the same linear — gathered rows, grouped columns (wo_a,
-// without quantisation as the model uses it), quant_act, bf16_out — as cuBLASLt bf16 GEMMs over
-// exactly dequantised weights, at prefill-like row counts, against cpu::linear (tolerance in
+// without quantisation as the model uses it), quant_act, bf16_out, F32 weights as three exact bf16
+// parts — as bf16 GEMMs over exactly dequantised weights, at prefill-like row counts, against cpu::linear (tolerance in
 // run_linear). Inputs in official mode are bf16 values (rand_rows with `bf16`), as the contract asks.
 TEST_CASE("Gemm::linear (prefill, tensor cores) matches cpu::linear", "[gpu][dense][linear][gemm]") {
   const uint64_t seed = fresh_seed();
@@ -425,7 +425,8 @@ TEST_CASE("Gemm::linear (prefill, tensor cores) matches cpu::linear", "[gpu][den
   };
   const Shape shapes[] = {{WeightFormat::fp8, 200, 392}, {WeightFormat::fp8, 136, 1536}, {WeightFormat::fp4, 150, 224},
                           {WeightFormat::fp4, 96, 4096 + 96}, {WeightFormat::bf16, 77, 1032},
-                          {WeightFormat::bf16, 33, 200}, {WeightFormat::fp8, 40, 203}};
+                          {WeightFormat::bf16, 33, 200}, {WeightFormat::fp8, 40, 203},
+                          {WeightFormat::f32, 77, 200}, {WeightFormat::f32, 256, 1032}};
   // {quant_act, bf16_out}; without quantisation the inputs are bf16 values (bf16_out makes
   // run_linear draw them so).
   const bool modes[][2] = {{false, true}, {true, true}, {true, false}};
@@ -444,6 +445,76 @@ TEST_CASE("Gemm::linear (prefill, tensor cores) matches cpu::linear", "[gpu][den
     LinCase h{WeightFormat::bf16, 4 * 33, 96, rows, false, true, 0, true, 33};
     h.gemm = true;
     run_linear(rng, h, pool);
+    LinCase m{WeightFormat::f32, 4 * 24, 512, rows, false, false, 0, false, 24};  // HC mixes (f32, grouped)
+    m.gemm = true;
+    m.bf16 = true;  // bf16 inputs (run_linear draws them so), rounded output
+    run_linear(rng, m, pool);
+  }
+}
+
+// How far each path's f32 result lies from the exact dot product, in units of u·Σ|x'·w|: mean
+// |error| and mean signed error (a bias shows truncating accumulation). Prints the figures the
+// forward tests' GEMM-path bounds rest on; asserts only the proven bound of run_linear.
+TEST_CASE("Gemm::linear vs linear: accumulation error of each path", "[gpu][dense][gemm]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int64_t out = 512, in = 4096, rows = 64;
+  const HostWeight W = make_weight(rng, WeightFormat::fp8, out, in, 1);
+  const std::vector<float> x = rand_rows(rng, rows, in, true);
+  std::vector<float> xq = x;
+  for (int64_t r = 0; r < rows; ++r) dsv4::fp8_act_quant_dequant(xq.data() + r * in, in);
+  DevBuf<uint8_t> d_data(W.data), d_scale(W.scale);
+  DevBuf<float> d_x(x), d_y(static_cast<size_t>(rows * out));
+  dc::LinearArgs a;
+  a.w = W.shape;
+  a.w.data = d_data.p;
+  a.w.scale = d_scale.p;
+  a.x = d_x.p;
+  a.x_stride = in;
+  a.y = d_y.p;
+  a.y_stride = out;
+  a.rows = rows;
+  a.quant_act = true;
+  dsv4::WeightView hv = W.shape;
+  hv.data = W.data.data();
+  hv.scale = W.scale.data();
+  std::vector<double> exact(static_cast<size_t>(rows * out)), mag(exact.size());
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t r = 0; r < rows; ++r) {
+      double acc = 0, m = 0;
+      for (int64_t i = 0; i < in; ++i) {
+        const double t = static_cast<double>(xq[r * in + i]) * hv.at(o, i);
+        acc += t;
+        m += std::fabs(t);
+      }
+      exact[r * out + o] = acc;
+      mag[r * out + o] = m * kU;
+    }
+  for (bool use_gemm : {false, true}) {
+    d_y.poison();
+    if (use_gemm) {
+      dc::Gemm gemm;
+      dc::Workspace ws;
+      ws.begin();
+      REQUIRE(gemm.linear(a, ws, nullptr));
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    } else {
+      REQUIRE(dc::linear(a, nullptr) == cudaSuccess);
+    }
+    const std::vector<float> y = d_y.get();
+    double sum_abs = 0, sum_signed = 0, worst = 0;
+    for (size_t k = 0; k < y.size(); ++k) {
+      const double e = (static_cast<double>(y[k]) - exact[k]) / mag[k];
+      sum_abs += std::fabs(e);
+      sum_signed += e * (exact[k] < 0 ? -1.0 : 1.0);  // > 0: away from zero, < 0: toward zero
+      worst = std::max(worst, std::fabs(e));
+    }
+    const double n = static_cast<double>(y.size());
+    std::printf("  %-14s error / (u·Σ|x·w|): mean %.4f, mean toward-magnitude %+.4f, worst %.3f (bound %lld)\n",
+                use_gemm ? "Gemm::linear" : "linear", sum_abs / n, sum_signed / n, worst,
+                static_cast<long long>(use_gemm ? 2 * in + 2 : in + 2));
+    CHECK(worst <= static_cast<double>(use_gemm ? 2 * in + 2 : in + 2));
   }
 }
 
