@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, here (no GPU needed; CUDA 13.0), everything the GPU suite runs and copies it with the
-# fixtures into third_party/prebuilt (git-ignored), for one device-tool call:
-#   device tool: command "PREBUILT=1 bash tests/gpu/run-on-device.sh", carry ["third_party/prebuilt"]
+# fixtures into third_party/prebuilt (git-ignored), stripped, and packs that into
+# third_party/carry.tar.xz (the device tool carries at most 64 MiB with the tree), for one call:
+#   device tool: command "PREBUILT=1 bash tests/gpu/run-on-device.sh", carry ["third_party/carry.tar.xz"]
 # Usage: bash scripts/gpu-prebuild.sh [BUILD_DIR]   (default build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +26,7 @@ if [ -d "$shared/fixtures" ]; then
   cp -r "$shared/fixtures" "$out/shared/"
 fi
 du -sh "$out"
+# Debug info and symbols are not needed on the device; the archive keeps the carry small.
+(cd "$out" && strip --strip-all dsv4_gpu_tests test_gemv_ref dsv4 dsv4-bench bench_* 2>/dev/null || true)
+tar -C third_party -cf - prebuilt | xz -T0 -6 > third_party/carry.tar.xz
+ls -la third_party/carry.tar.xz

@@ -1,11 +1,13 @@
 // Minimal flag parsing for the dsv4 subcommands: `--name value`, `--name=value` and boolean
 // `--flag`; positional arguments are kept in order. Unknown flags are a usage error naming the flag.
 #pragma once
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dsv4/error.hpp"
@@ -18,6 +20,22 @@ inline Numerics parse_numerics(const std::string& v) {
   if (v == "reference") return Numerics::reference;
   if (v == "official") return Numerics::official;
   fail(Status::invalid_argument, "--numerics: '{}' (expected reference or official)", v);
+}
+
+// --backend-params key=value,key=value: backend-specific settings (docs/architecture.md "Backend
+// settings"; the backend validates the keys and values).
+inline void add_backend_params(const std::string& text, std::vector<std::pair<std::string, std::string>>& out) {
+  size_t b = 0;
+  while (b <= text.size() && !text.empty()) {
+    const size_t e = std::min(text.find(',', b), text.size());
+    const std::string item = text.substr(b, e - b);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos || eq == 0)
+      fail(Status::invalid_argument, "--backend-params: '{}' is not key=value", item);
+    out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
+    b = e + 1;
+    if (e == text.size()) break;
+  }
 }
 
 class Flags {

@@ -21,7 +21,7 @@
 namespace dsv4::cli {
 
 int cmd_eval_logits(const Args& args) {
-  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "threads", "indexer-ties", "numerics", "device"});
+  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "numerics", "device"});
   const Logger log = Logger::from_env();
   LoadOptions opt;
   opt.backend = f.get("backend", "cpu");
@@ -37,6 +37,7 @@ int cmd_eval_logits(const Args& args) {
     opt.backend_params.emplace_back("threads", std::to_string(f.get_int("threads", 0)));
     opt.backend_params.emplace_back("indexer_ties", ties);
   }
+  if (f.has("backend-params")) add_backend_params(f.get("backend-params"), opt.backend_params);
   opt.load_tokenizer = false;
   std::vector<int64_t> chunks;
   if (f.has("chunks"))

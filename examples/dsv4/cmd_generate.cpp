@@ -16,7 +16,7 @@ namespace dsv4::cli {
 int cmd_generate(const Args& args) {
   Flags f(args,
           {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
-           "experts-per-token", "backend", "threads", "indexer-ties", "repetition-penalty", "frequency-penalty", "presence-penalty",
+           "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "repetition-penalty", "frequency-penalty", "presence-penalty",
            "stop", "prefill-chunk", "numerics", "device"},
           {"ids-only", "ignore-eos"});
   if (f.has("prompt") == f.has("prompt-ids")) fail(Status::invalid_argument, "give exactly one of --prompt or --prompt-ids");
@@ -29,6 +29,7 @@ int cmd_generate(const Args& args) {
   // CPU-only settings go to the backend as key/value settings (it checks them).
   if (f.has("threads")) opt.backend_params.emplace_back("threads", f.get("threads"));
   if (f.has("indexer-ties")) opt.backend_params.emplace_back("indexer_ties", f.get("indexer-ties"));
+  if (f.has("backend-params")) add_backend_params(f.get("backend-params"), opt.backend_params);
   opt.load_tokenizer = true;
   auto model = Model::load(f.require("model"), opt, log);
   const Tokenizer* tok = model->tokenizer();

@@ -28,6 +28,7 @@ constexpr const char* kUsage = R"(usage: dsv4 serve MODEL_DIR [flags]
                               (default: $DSV4_API_KEY, else $VLLM_API_KEY, else none)
   --backend cpu|cuda|null     (default cpu; null = no model math, for load tests)
   --device N                  CUDA device for --backend cuda (default 0)
+  --backend-params k=v,...    backend settings (cuda: gemm=on|cublas|off, attn_mma=on|off; docs/architecture.md)
   --numerics reference|official  arithmetic (default reference; official = DeepSeek's bf16 run)
   --experts-per-token K       load-time expert override (4-Expert transformation)
   --threads N                 CPU backend threads (default: all cores)
@@ -79,7 +80,7 @@ int cmd_serve(const Args& args) {
                      "configure time; install libcpp-httplib-dev and reconfigure)\n");
   return 1;
 #else
-  Flags f(args, {"model", "host", "port", "served-model-name", "api-key", "backend", "experts-per-token", "threads",
+  Flags f(args, {"model", "host", "port", "served-model-name", "api-key", "backend", "backend-params", "experts-per-token", "threads",
                  "state-budget-bytes", "max-model-len", "max-num-seqs", "max-num-batched-tokens", "max-waiting", "max-n",
                  "preemption", "max-tokens-limit", "max-body-bytes", "timeout", "request-timeout", "workers",
                  "max-queued-tokens", "log-level", "device", "numerics"});
@@ -108,6 +109,7 @@ int cmd_serve(const Args& args) {
     if (o.load.backend != "cpu") fail(Status::invalid_argument, "flag --threads applies to the cpu backend only");
     o.load.backend_params.emplace_back("threads", std::to_string(in_range(f, "threads", 0, 1, 4096)));
   }
+  if (f.has("backend-params")) add_backend_params(f.get("backend-params"), o.load.backend_params);
   o.load.state_budget_bytes = static_cast<size_t>(in_range(f, "state-budget-bytes", 0, 0, INT64_MAX));
   o.scheduler.max_model_len = in_range(f, "max-model-len", 0, 0, INT64_MAX);
   o.load.max_context = o.scheduler.max_model_len;

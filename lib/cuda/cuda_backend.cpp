@@ -46,14 +46,21 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
     : cfg_(cfg), log_(log), official_(opt.numerics == Numerics::official), keep_(std::move(keep)),
       ckpt_(std::move(ckpt)) {
   const std::string& dir = ckpt_->dir();
-  // Kill switches of the fast paths (each on by default): gemm — prefill linears and experts on
-  // cuBLASLt (lib/cuda/gemm.hpp); attn_mma — attention on the tensor cores (sparse_attention_mma).
+  // Kill switches of the fast paths (each on by default): gemm — prefill linears and experts as
+  // tensor-core GEMMs (lib/cuda/gemm.hpp; `cublas` = cuBLASLt's own accumulation); attn_mma —
+  // attention on the tensor cores (sparse_attention_mma).
   static constexpr const char* kKnown[] = {"gemm", "attn_mma"};
   check_params(opt, "cuda", kKnown);
-  bool use_gemm = true;
+  bool use_gemm = true, promoted = true;
   for (const auto& [k, v] : opt.params) {
-    if (v != "on" && v != "off") fail(Status::invalid_argument, "cuda backend: {}={} (expected on or off)", k, v);
-    if (k == "gemm") use_gemm = v == "on";
+    if (k == "gemm") {
+      if (v != "on" && v != "off" && v != "cublas")
+        fail(Status::invalid_argument, "cuda backend: gemm={} (expected on, cublas or off)", v);
+      use_gemm = v != "off";
+      promoted = v == "on";
+    } else if (v != "on" && v != "off") {
+      fail(Status::invalid_argument, "cuda backend: {}={} (expected on or off)", k, v);
+    }
     if (k == "attn_mma") no_mma_ = v == "off";
   }
   int n = 0;
@@ -82,7 +89,7 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   for (const auto& note : rep.notes) log_.warn("{}", note);
   host_ = cpu::load_weights(*ckpt_, cfg_, /*dense_budget_bytes=*/0);  // views of the mmap only
   stream_ = std::make_unique<Stream>();
-  if (use_gemm && official_) gemm_ = std::make_unique<Gemm>();
+  if (use_gemm && official_) gemm_ = std::make_unique<Gemm>(promoted);
   w_ = upload_weights(host_, cfg_, log_);
   layout_ = state_layout(cfg_, opt.rollback_tokens);
   const StateCost cost = f32_state_cost(layout_, opt.rollback_tokens);

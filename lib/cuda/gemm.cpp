@@ -54,7 +54,9 @@ size_t Gemm::KeyHash::operator()(const Key& k) const {
   return h;
 }
 
-Gemm::Gemm() : ws_(kCublasWorkspace, "the cuBLASLt workspace") { DSV4_CUBLAS_CHECK(cublasLtCreate(&h_)); }
+Gemm::Gemm(bool promoted) : ws_(kCublasWorkspace, "the cuBLASLt workspace"), promoted_(promoted) {
+  DSV4_CUBLAS_CHECK(cublasLtCreate(&h_));
+}
 Gemm::~Gemm() {
   if (h_) cublasLtDestroy(h_);
 }
@@ -62,6 +64,13 @@ Gemm::~Gemm() {
 void Gemm::bf16_nt(const uint16_t* A, int64_t lda, const uint16_t* B, int64_t ldb, float* C, int64_t ldc, int64_t rows,
                    int64_t out, int64_t k, cudaStream_t stream) {
   if (rows == 0 || out == 0) return;
+  if (promoted_) {  // f32-accurate accumulation (gemm_mma.cu); cuBLASLt where it declines the shape
+    const cudaError_t e = gemm_bf16_promoted(A, lda, B, ldb, C, ldc, rows, out, k, stream);
+    if (e != cudaErrorNotSupported) {
+      DSV4_CUDA_CHECK(e);
+      return;
+    }
+  }
   // Column-major view: C_cm [out, rows] = B_cm[k, out]ᵀ · A_cm[k, rows] (row-major X [rows, k] is a
   // column-major [k, rows] with leading dimension lda): transa = T, transb = N — cuBLASLt's "TN",
   // the layout its tensor-core kernels prefer.

@@ -13,6 +13,8 @@ cat "$OUT/gpu.txt"
 rc=0
 if [ "${PREBUILT:-0}" = 1 ]; then
   bin=third_party/prebuilt
+  # scripts/gpu-prebuild.sh packs the binaries (the carry limit): unpack once.
+  [ -d "$bin" ] || tar -xJf third_party/carry.tar.xz -C third_party
   # The fixtures travel with the binaries (scripts/gpu-prebuild.sh copies ../shared/fixtures).
   [ -d "$bin/shared" ] && export DSV4_SHARED_DIR=$PWD/$bin/shared
   "$bin/test_gemv_ref" 2>&1 | tail -3 | tee "$OUT/tests.log" || rc=1
@@ -32,6 +34,26 @@ if [ "${PREBUILT:-0}" = 1 ]; then
     echo "compute-sanitizer memcheck, tiny-a forward: $(grep -E "ERROR SUMMARY|test cases" "$OUT/sanitize-memcheck-forward.log" | tr '\n' ' ')"
   fi
   bench=$bin/bench_gemv
+  if [ "${NOBENCH:-0}" != 1 ]; then
+    # Every CUDA micro-benchmark (kernel vs the path it replaces, same run), then dsv4-bench end to
+    # end (synthetic full-width weights in device memory) and, with HF=1, the transformers peer.
+    for b in "$bin"/bench_*; do
+      n=$(basename "$b")
+      [ "$n" = bench_gemv ] && continue
+      timeout "${BENCH_TIMEOUT:-300}" "$b" --json "$OUT/$n.json" >"$OUT/$n.txt" 2>&1 || rc=1
+      echo "== $n"; tail -${BENCH_TAIL:-14} "$OUT/$n.txt"
+    done
+    # shellcheck disable=SC2086
+    timeout "${BENCH_TIMEOUT:-300}" "$bin/dsv4-bench" ${DSV4_BENCH_ARGS:-} --json "$OUT/dsv4-bench.json" \
+      >"$OUT/dsv4-bench.txt" 2>&1 || rc=1
+    echo "== dsv4-bench"; sed -n '/^metric/,$p' "$OUT/dsv4-bench.txt"
+    if [ "${HF:-0}" = 1 ]; then
+      # shellcheck disable=SC2086
+      timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_hf.py ${HF_ARGS:-} --json "$OUT/hf.json" \
+        >"$OUT/hf.txt" 2>&1 || rc=1
+      echo "== bench_hf"; tail -12 "$OUT/hf.txt"
+    fi
+  fi
 else
   root=$PWD/third_party/sysroot
   [ -d "$root" ] || { echo "missing $root: run scripts/carry-deps.sh here first" >&2; exit 2; }

@@ -491,10 +491,11 @@ TEST_CASE("Gemm::linear vs linear: accumulation error of each path", "[gpu][dens
       exact[r * out + o] = acc;
       mag[r * out + o] = m * kU;
     }
-  for (bool use_gemm : {false, true}) {
+  for (int mode : {0, 1, 2}) {  // linear, Gemm with cuBLASLt, Gemm with gemm_bf16_promoted
+    const bool use_gemm = mode > 0;
     d_y.poison();
     if (use_gemm) {
-      dc::Gemm gemm;
+      dc::Gemm gemm(mode == 2);
       dc::Workspace ws;
       ws.begin();
       REQUIRE(gemm.linear(a, ws, nullptr));
@@ -511,8 +512,8 @@ TEST_CASE("Gemm::linear vs linear: accumulation error of each path", "[gpu][dens
       worst = std::max(worst, std::fabs(e));
     }
     const double n = static_cast<double>(y.size());
-    std::printf("  %-14s error / (u·Σ|x·w|): mean %.4f, mean toward-magnitude %+.4f, worst %.3f (bound %lld)\n",
-                use_gemm ? "Gemm::linear" : "linear", sum_abs / n, sum_signed / n, worst,
+    std::printf("  %-16s error / (u·Σ|x·w|): mean %.4f, mean toward-magnitude %+.4f, worst %.3f (bound %lld)\n",
+                mode == 0 ? "linear" : mode == 1 ? "Gemm (cuBLASLt)" : "Gemm (promoted)", sum_abs / n, sum_signed / n, worst,
                 static_cast<long long>(use_gemm ? 2 * in + 2 : in + 2));
     CHECK(worst <= static_cast<double>(use_gemm ? 2 * in + 2 : in + 2));
   }
