@@ -47,17 +47,18 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
       ckpt_(std::move(ckpt)) {
   const std::string& dir = ckpt_->dir();
   // Kill switches of the fast paths (each on by default): gemm — prefill linears and experts as
-  // tensor-core GEMMs (lib/cuda/gemm.hpp; `cublas` = cuBLASLt's own accumulation); attn_mma —
+  // tensor-core GEMMs (lib/cuda/gemm.hpp: `on` = cuBLASLt, `promoted` = gemm_bf16_promoted, whose
+  // f32-accurate accumulation is still being validated, `off` = the CUDA-core kernels); attn_mma —
   // attention on the tensor cores (sparse_attention_mma).
   static constexpr const char* kKnown[] = {"gemm", "attn_mma"};
   check_params(opt, "cuda", kKnown);
-  bool use_gemm = true, promoted = true;
+  bool use_gemm = true, promoted = false;
   for (const auto& [k, v] : opt.params) {
     if (k == "gemm") {
-      if (v != "on" && v != "off" && v != "cublas")
-        fail(Status::invalid_argument, "cuda backend: gemm={} (expected on, cublas or off)", v);
+      if (v != "on" && v != "off" && v != "promoted")
+        fail(Status::invalid_argument, "cuda backend: gemm={} (expected on, promoted or off)", v);
       use_gemm = v != "off";
-      promoted = v == "on";
+      promoted = v == "promoted";
     } else if (v != "on" && v != "off") {
       fail(Status::invalid_argument, "cuda backend: {}={} (expected on or off)", k, v);
     }

@@ -12,9 +12,10 @@
 //
 // Data flow of one call: the rows of x (gathered, quantised when asked) → a bf16 matrix; the weight
 // (or one expert's) → bf16 (FP8 / FP4 dequantised on the device; BF16 used in place); one GEMM
-// (TN: y[rows, out] = X · Wᵀ, f32 out) — gemm_bf16_promoted, whose tensor-core partial sums of 16
-// products are added in f32 (f32-sum accuracy), or cuBLASLt (setting gemm=cublas: faster, but
-// its tensor cores accumulate all of K with truncation); bf16 rounding of y when asked.
+// (TN: y[rows, out] = X · Wᵀ, f32 out) — cuBLASLt (the default; its tensor cores accumulate all
+// of K with truncation: a larger, toward-zero-biased error than an f32 sum, bounded in the tests)
+// or gemm_bf16_promoted (setting gemm=promoted: tensor-core partial sums of 16 products added in
+// f32, f32-sum accuracy); bf16 rounding of y when asked.
 #pragma once
 #include <cublasLt.h>
 
@@ -37,7 +38,7 @@ class Gemm {
   // accumulation accuracy; cuBLASLt only for shapes it declines), else cuBLASLt throughout (its
   // tensor cores truncate while accumulating over all of K: measured mean error 3.2·u·Σ|x·w| with a
   // toward-zero bias, against 0.2 for an f32 loop — tests/gpu/test_dense_kernels.cpp).
-  explicit Gemm(bool promoted = true);
+  explicit Gemm(bool promoted = false);
   ~Gemm();
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
@@ -64,7 +65,7 @@ class Gemm {
   };
   cublasLtHandle_t h_ = nullptr;
   DeviceBuffer ws_;
-  bool promoted_ = true;
+  bool promoted_ = false;
   std::unordered_map<Key, cublasLtMatmulAlgo_t, KeyHash> algos_;
 };
 

@@ -226,6 +226,7 @@ struct LinCase {
   int64_t out_group = 0;   // grouped input columns (wo_a)
   bool no_vec = false;     // force the scalar path (LinearArgs::no_vec)
   bool gemm = false;       // the prefill path instead (Gemm::linear: cuBLASLt over bf16 operands)
+  bool promoted = false;   // … with gemm_bf16_promoted instead of cuBLASLt
 };
 
 void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
@@ -274,7 +275,7 @@ void run_linear(std::mt19937_64& rng, const LinCase& c, cpu::ThreadPool& pool) {
   a.bf16_out = c.bf16;
   a.no_vec = c.no_vec;
   if (c.gemm) {
-    dc::Gemm gemm;
+    dc::Gemm gemm(c.promoted);
     dc::Workspace ws;
     ws.begin();
     REQUIRE(gemm.linear(a, ws, nullptr));
@@ -436,6 +437,8 @@ TEST_CASE("Gemm::linear (prefill, tensor cores) matches cpu::linear", "[gpu][den
         LinCase c{sh.f, sh.out, sh.in, rows, m[0], m[1]};
         c.gemm = true;
         c.gather = rows == 40;
+        run_linear(rng, c, pool);
+        c.promoted = true;
         run_linear(rng, c, pool);
       }
   for (int64_t rows : {17, 129}) {
