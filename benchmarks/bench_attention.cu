@@ -1,23 +1,38 @@
-// Sparse attention benchmark: sparse_attention (lib/cuda/kernels.hpp) with the tensor-core kernel
-// (sparse_attention_mma, the default for official numerics) and with no_mma = true (the CUDA-core
-// kernel, one CTA per (token, head)) in the same run, at DeepSeek-V4-Flash shapes (H 64, hd 512,
-// W 128, topk 512): CSA prefill chunks (512 selected entries per query), HCA (ratio 128), sliding
-// window only, and decode (S = 1). Inputs are bf16-representable random values made on the device
-// (official numerics). Each time is the median of >= 10 launches (CUDA events, after warm-up).
-// Prints µs, tokens/s, achieved TFLOP/s (2 products × 2 flops × H × hd × keys) and the speedup;
+// Sparse attention benchmark: sparse_attention (lib/cuda/kernels.hpp) with the tensor-core kernels
+// (sparse_attention_mma, the default for official numerics: "new" = its automatic choice, the
+// decode kernel for small S and the one-CTA-per-token kernel otherwise), the one-CTA-per-token
+// kernel alone ("old" = the path before the decode kernel, forced through the test hook
+// sparse_attention_mma_variant) and no_mma = true (the CUDA-core kernel, one CTA per (token,
+// head)) in the same run, at DeepSeek-V4-Flash shapes (H 64, hd 512, W 128, topk 512): CSA prefill
+// chunks (512 selected entries per query), HCA (ratio 128), sliding window only, and decode
+// (S = 1, 2, and 4 / 8 / 16 tokens to show where the automatic choice switches). The two decode
+// rows of the brief are "sliding decode" (p0 65536, 128 window keys) and "csa decode" (p0 65536,
+// 640 keys). Inputs are bf16-representable random values made on the device (official numerics).
+// Each time is the median of >= 10 launches (CUDA events, after warm-up), each launch queued
+// behind a 50 µs spin kernel so that the launcher's host work (attribute / occupancy queries) is
+// hidden and the events time the GPU work alone; "host us" is the launcher's CPU time per call.
+// Prints µs, tokens/s, achieved TFLOP/s (2 products × 2 flops × H × hd × keys) and the speedups;
 // `--json FILE` writes the rows as JSON. Never asserts on time.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cuda/kernels.hpp"
+
+// Benchmark hook of lib/cuda/attention_mma.cu (not part of kernels.hpp's contract): path 0 automatic,
+// 1 the one-CTA-per-token kernel, 2 the decode kernel at cluster size `cluster` (0 automatic).
+namespace dsv4::cuda {
+cudaError_t sparse_attention_mma_variant(const AttentionArgs& a, int path, int cluster, cudaStream_t stream);
+}
 
 #define CK(x)                                                                                            \
   do {                                                                                                   \
@@ -67,33 +82,52 @@ struct Case {
 struct Row {
   std::string name;
   int64_t p0, S, keys;
-  double us_mma, us_ref;
+  double us_new, us_old, us_ref, host_new;
 };
 
-double median(std::vector<float> v) {
+double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
 
-double time_it(const dc::AttentionArgs& a, int reps) {
-  for (int i = 0; i < 2; ++i) CK(dc::sparse_attention(a, nullptr));
+// Keeps the stream busy for ~ns nanoseconds (globaltimer), so that what is queued after it starts
+// back to back with the events around it.
+__global__ void spin_kernel(uint64_t ns) {
+  uint64_t t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < ns);
+}
+
+struct Timing {
+  double gpu_us, host_us;
+};
+
+Timing time_it(const std::function<cudaError_t()>& call, int reps) {
+  for (int i = 0; i < 2; ++i) CK(call());
   CK(cudaDeviceSynchronize());
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
   CK(cudaEventCreate(&e1));
-  std::vector<float> ms;
+  std::vector<double> us, host;
   for (int r = 0; r < reps; ++r) {
+    spin_kernel<<<1, 1>>>(50000);
+    CK(cudaGetLastError());
     CK(cudaEventRecord(e0));
-    CK(dc::sparse_attention(a, nullptr));
+    const auto h0 = std::chrono::steady_clock::now();
+    CK(call());
+    const auto h1 = std::chrono::steady_clock::now();
     CK(cudaEventRecord(e1));
     CK(cudaEventSynchronize(e1));
     float t = 0;
     CK(cudaEventElapsedTime(&t, e0, e1));
-    ms.push_back(t);
+    us.push_back(t * 1e3);
+    host.push_back(std::chrono::duration<double, std::micro>(h1 - h0).count());
   }
   CK(cudaEventDestroy(e0));
   CK(cudaEventDestroy(e1));
-  return median(ms) * 1e3;
+  return {median(us), median(host)};
 }
 
 }  // namespace
@@ -112,7 +146,9 @@ int main(int argc, char** argv) {
       {"csa prefill", 4, 8192, 1024},  {"csa prefill", 4, 8192, 8192},   {"hca prefill", 128, 7168, 1024},
       {"hca prefill", 128, 0, 8192},   {"sliding prefill", 0, 4096, 1024}, {"csa decode", 4, 4096, 1},
       {"csa decode", 4, 65536, 1},     {"hca decode", 128, 4096, 1},     {"hca decode", 128, 65536, 1},
-      {"sliding decode", 0, 65536, 1}, {"csa decode x16", 4, 65536, 16},
+      {"sliding decode", 0, 65536, 1}, {"sliding decode", 0, 65536, 2},  {"csa decode", 4, 65536, 2},
+      {"hca decode", 128, 1048576, 1}, {"csa decode x4", 4, 65536, 4},   {"csa decode x8", 4, 65536, 8},
+      {"csa decode x16", 4, 65536, 16},
   };
   int64_t maxS = 0, maxE = 0;
   for (const Case& c : cases) {
@@ -138,9 +174,12 @@ int main(int argc, char** argv) {
 
   std::mt19937_64 rng(42);
   std::vector<Row> rows;
-  std::printf("sparse_attention, H %d, hd %d, W %d, topk %d (official numerics); mma vs no_mma\n", H, hd, W, topk);
-  std::printf("%-16s %7s %6s %9s | %10s %10s %8s | %10s %8s | %7s\n", "case", "p0", "S", "keys", "mma us",
-              "tok/s", "TFLOP/s", "no_mma us", "TFLOP/s", "speedup");
+  std::printf(
+      "sparse_attention, H %d, hd %d, W %d, topk %d (official numerics); new = mma automatic, old = mma "
+      "one-CTA-per-token kernel, no_mma = CUDA-core kernel\n",
+      H, hd, W, topk);
+  std::printf("%-16s %7s %6s %9s | %9s %9s %10s %8s | %9s %8s | %9s | %7s %7s\n", "case", "p0", "S", "keys",
+              "new us", "host us", "tok/s", "TFLOP/s", "old us", "TFLOP/s", "no_mma us", "old/new", "ref/new");
   for (const Case& c : cases) {
     const int64_t n_entries = c.ratio ? (c.p0 + c.S) / c.ratio : 0;
     int64_t keys = 0;
@@ -184,15 +223,19 @@ int main(int argc, char** argv) {
     a.S = c.S;
     a.o = o;
     const int reps = c.S >= 4096 ? 10 : 25;
-    const double us_mma = time_it(a, reps);
-    a.no_mma = true;
-    const double us_ref = time_it(a, reps);
+    const Timing t_new = time_it([&] { return dc::sparse_attention(a, nullptr); }, reps);
+    const Timing t_old = time_it([&] { return dc::sparse_attention_mma_variant(a, 1, 0, nullptr); }, reps);
+    dc::AttentionArgs ar = a;
+    ar.no_mma = true;
+    const Timing t_ref = time_it([&] { return dc::sparse_attention(ar, nullptr); }, reps);
     const double flop = 4.0 * H * hd * double(keys);
-    std::printf("%-16s %7lld %6lld %9lld | %10.1f %10.0f %8.1f | %10.1f %8.1f | %6.1fx\n", c.name.c_str(),
-                static_cast<long long>(c.p0), static_cast<long long>(c.S), static_cast<long long>(keys), us_mma,
-                double(c.S) / (us_mma * 1e-6), flop / (us_mma * 1e-6) / 1e12, us_ref,
-                flop / (us_ref * 1e-6) / 1e12, us_ref / us_mma);
-    rows.push_back({c.name, c.p0, c.S, keys, us_mma, us_ref});
+    const double us_new = t_new.gpu_us, us_old = t_old.gpu_us, us_ref = t_ref.gpu_us;
+    std::printf("%-16s %7lld %6lld %9lld | %9.1f %9.1f %10.0f %8.1f | %9.1f %8.1f | %9.1f | %6.2fx %6.1fx\n",
+                c.name.c_str(), static_cast<long long>(c.p0), static_cast<long long>(c.S),
+                static_cast<long long>(keys), us_new, t_new.host_us, double(c.S) / (us_new * 1e-6),
+                flop / (us_new * 1e-6) / 1e12, us_old, flop / (us_old * 1e-6) / 1e12, us_ref, us_old / us_new,
+                us_ref / us_new);
+    rows.push_back({c.name, c.p0, c.S, keys, us_new, us_old, us_ref, t_new.host_us});
   }
   if (json) {
     FILE* f = std::fopen(json, "w");
@@ -206,11 +249,13 @@ int main(int argc, char** argv) {
       const Row& r = rows[i];
       const double flop = 4.0 * H * hd * double(r.keys);
       std::fprintf(f,
-                   "  {\"case\": \"%s\", \"p0\": %lld, \"S\": %lld, \"keys\": %lld, \"mma_us\": %.3f, \"no_mma_us\": "
-                   "%.3f, \"mma_tflops\": %.3f, \"no_mma_tflops\": %.3f, \"speedup\": %.3f}%s\n",
+                   "  {\"case\": \"%s\", \"p0\": %lld, \"S\": %lld, \"keys\": %lld, \"mma_us\": %.3f, "
+                   "\"mma_host_us\": %.3f, \"mma_token_kernel_us\": %.3f, \"no_mma_us\": %.3f, \"mma_tflops\": %.3f, "
+                   "\"no_mma_tflops\": %.3f, \"speedup\": %.3f, \"speedup_vs_token_kernel\": %.3f}%s\n",
                    r.name.c_str(), static_cast<long long>(r.p0), static_cast<long long>(r.S),
-                   static_cast<long long>(r.keys), r.us_mma, r.us_ref, flop / (r.us_mma * 1e-6) / 1e12,
-                   flop / (r.us_ref * 1e-6) / 1e12, r.us_ref / r.us_mma, i + 1 < rows.size() ? "," : "");
+                   static_cast<long long>(r.keys), r.us_new, r.host_new, r.us_old, r.us_ref,
+                   flop / (r.us_new * 1e-6) / 1e12, flop / (r.us_ref * 1e-6) / 1e12, r.us_ref / r.us_new,
+                   r.us_old / r.us_new, i + 1 < rows.size() ? "," : "");
     }
     std::fprintf(f, "]}\n");
     std::fclose(f);

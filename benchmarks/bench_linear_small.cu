@@ -50,6 +50,20 @@ struct Row {
   double us_small, us_old, bytes;
 };
 
+// Read-only probe: streams the same bytes with 16-byte non-coherent loads and no math (one word per
+// CTA is written so the loads stay), a normal launch — the ceiling of this harness for a shape.
+__global__ void __launch_bounds__(256) read_probe_kernel(const uint4* p, int64_t n16, unsigned* sink) {
+  unsigned acc = 0;
+  for (int64_t i = blockIdx.x * int64_t{256} + threadIdx.x; i < n16; i += int64_t{gridDim.x} * 256) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p + i));
+    acc ^= v.x ^ v.y ^ v.z ^ v.w;
+  }
+  if (acc == 0x12345678u) sink[blockIdx.x] = acc;
+}
+
 double median(std::vector<float> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -59,12 +73,15 @@ double median(std::vector<float> v) {
 
 int main(int argc, char** argv) {
   const char* json = nullptr;
-  int reps = 25;
+  const char* only = nullptr;  // --only SUBSTR: the shapes whose name contains it
+  int reps = 25, only_rows = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+    else if (!std::strcmp(argv[i], "--rows") && i + 1 < argc) only_rows = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--json FILE] [--reps N] [--only SUBSTR] [--rows N]\n", argv[0]);
       return 2;
     }
   }
@@ -75,14 +92,17 @@ int main(int argc, char** argv) {
   }
   const WeightFormat f8 = WeightFormat::fp8, f4 = WeightFormat::fp4, b16 = WeightFormat::bf16, f32 = WeightFormat::f32;
   const Shape shapes[] = {
+      {"fp8 wq_a|wkv 1536x4096", f8, 1536, 4096, 0, true, true},
       {"fp8 wq_a 1024x4096", f8, 1024, 4096, 0, true, true},
       {"fp8 wkv 512x4096", f8, 512, 4096, 0, true, true},
       {"fp8 wq_b 32768x1024", f8, 32768, 1024, 0, true, true},
       {"fp8 wo_a 8192x4096 g1024", f8, 8192, 4096, 1024, false, true},
       {"fp8 wo_b 4096x8192", f8, 4096, 8192, 0, true, true},
       {"fp8 idx wq_b 8192x1024", f8, 8192, 1024, 0, true, true},
+      {"fp8 shared w1|w3 4096x4096", f8, 4096, 4096, 0, true, true},
       {"fp8 shared w1 2048x4096", f8, 2048, 4096, 0, true, true},
       {"fp8 shared w2 4096x2048", f8, 4096, 2048, 0, true, true},
+      {"fp4 expert w1|w3 4096x4096", f4, 4096, 4096, 0, true, true, 4},
       {"fp4 expert w1 2048x4096", f4, 2048, 4096, 0, true, true, 4},
       {"fp4 expert w2 4096x2048", f4, 4096, 2048, 0, true, true, 4},
       {"bf16 compressor 1024x4096", b16, 1024, 4096},
@@ -107,7 +127,10 @@ int main(int argc, char** argv) {
   std::vector<Row> out_rows;
   std::printf("%-28s %4s %10s %9s %7s %10s %9s %8s\n", "shape", "rows", "small us", "GB/s", "%peak", "old us",
               "old GB/s", "speedup");
+  unsigned* sink = nullptr;
+  CK(cudaMalloc(&sink, 4096 * sizeof(unsigned)));
   for (const Shape& s : shapes) {
+    if (only && !std::strstr(s.name, only)) continue;
     dsv4::WeightView w;
     w.format = s.fmt;
     w.out = s.out;
@@ -152,7 +175,27 @@ int main(int argc, char** argv) {
     CK(cudaMemcpy(ids, hids.data(), max_rows * sizeof(int32_t), cudaMemcpyHostToDevice));
     CK(cudaMemcpy(xr, hxr.data(), max_rows * sizeof(int32_t), cudaMemcpyHostToDevice));
 
+    {
+      // The probe over the weight bytes one launch reads (for an expert stack: 4 experts).
+      const int64_t n16 = (db * (s.top_k > 0 ? 4 : 1)) / 16;
+      std::vector<float> t;
+      for (int i = 0; i < reps + 3; ++i) {
+        CK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, st));
+        CK(cudaEventRecord(e0, st));
+        read_probe_kernel<<<1056, 256, 0, st>>>(reinterpret_cast<const uint4*>(data), n16, sink);
+        CK(cudaGetLastError());
+        CK(cudaEventRecord(e1, st));
+        CK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 3) t.push_back(ms * 1000.f);
+      }
+      const double us = median(t);
+      std::printf("%-28s %4s %10.2f %9.0f %6.1f%%   (read-only probe, same bytes)\n", s.name, "-", us,
+                  n16 * 16 / us * 1e-3, 100.0 * n16 * 16 / (us * 1e-6) / kPeak);
+    }
     for (int rows : row_counts) {
+      if (only_rows > 0 && rows != only_rows) continue;
       dc::LinearArgs a;
       a.w = w;
       if (s.top_k > 0) {
@@ -171,9 +214,10 @@ int main(int argc, char** argv) {
       a.bf16_out = s.bf16;
       const bool small_ok = dc::linear_small(a, st) == cudaSuccess;  // also a warm-up
       CK(cudaStreamSynchronize(st));
-      double us[2] = {0, 0};
-      for (int variant = 0; variant < 2; ++variant) {
+      double us[3] = {0, 0, 0};  // linear_small (tensor cores where they apply), the old path, CUDA cores only
+      for (int variant = 0; variant < 3; ++variant) {
         a.no_small = variant == 1;
+        a.no_small_mma = variant == 2;
         if (variant == 0 && !small_ok) {
           us[0] = -1;
           continue;
@@ -195,8 +239,9 @@ int main(int argc, char** argv) {
       const double bytes = static_cast<double>(db + sb) * (s.top_k > 0 ? rows : 1);
       out_rows.push_back({s.name, rows, us[0], us[1], bytes});
       if (us[0] > 0)
-        std::printf("%-28s %4d %10.2f %9.0f %6.1f%% %10.2f %9.0f %7.2fx\n", s.name, rows, us[0], bytes / us[0] * 1e-3,
-                    100.0 * bytes / (us[0] * 1e-6) / kPeak, us[1], bytes / us[1] * 1e-3, us[1] / us[0]);
+        std::printf("%-28s %4d %10.2f %9.0f %6.1f%% %10.2f %9.0f %7.2fx   cuda-core %8.2f us\n", s.name, rows, us[0],
+                    bytes / us[0] * 1e-3, 100.0 * bytes / (us[0] * 1e-6) / kPeak, us[1], bytes / us[1] * 1e-3,
+                    us[1] / us[0], us[2]);
       else
         std::printf("%-28s %4d %10s %9s %7s %10.2f %9.0f %8s\n", s.name, rows, "n/a", "-", "-", us[1],
                     bytes / us[1] * 1e-3, "-");
@@ -209,6 +254,7 @@ int main(int argc, char** argv) {
     CK(cudaFree(ids));
     CK(cudaFree(xr));
   }
+  CK(cudaFree(sink));
   if (json) {
     FILE* f = std::fopen(json, "w");
     if (!f) {

@@ -28,7 +28,8 @@ constexpr const char* kUsage = R"(usage: dsv4 serve MODEL_DIR [flags]
                               (default: $DSV4_API_KEY, else $VLLM_API_KEY, else none)
   --backend cpu|cuda|null     (default cpu; null = no model math, for load tests)
   --device N                  CUDA device for --backend cuda (default 0)
-  --backend-params k=v,...    backend settings (cuda: gemm=on|promoted|off, attn_mma=on|off; docs/architecture.md)
+  --backend-params k=v,...    backend settings (cuda: gemm=on|promoted|off, attn_mma, hc_fork, moe_fork, fuse: on|off,
+                              linear_mma=off|on; docs/architecture.md)
   --numerics reference|official  arithmetic (default reference; official = DeepSeek's bf16 run)
   --experts-per-token K       load-time expert override (4-Expert transformation)
   --threads N                 CPU backend threads (default: all cores)

@@ -49,8 +49,14 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   // Kill switches of the fast paths (each on by default): gemm — prefill linears and experts as
   // tensor-core GEMMs (lib/cuda/gemm.hpp: `on` = cuBLASLt, `promoted` = gemm_bf16_promoted, whose
   // f32-accurate accumulation is still being validated, `off` = the CUDA-core kernels); attn_mma —
-  // attention on the tensor cores (sparse_attention_mma).
-  static constexpr const char* kKnown[] = {"gemm", "attn_mma"};
+  // attention on the tensor cores (sparse_attention_mma); hc_fork — the HC Sinkhorn on a second
+  // stream beside the block it feeds (its post / comb are read only at hc_post); fuse — the query
+  // norm + RoPE and the KV norm + RoPE + FP8 simulation as one launch each; moe_fork — at decode,
+  // the shared expert on a second stream beside the router and the routed experts.
+  // linear_mma — decode FP8 linears (≤ 8 rows) on the tensor cores (linear_small_mma): off by default,
+  // because although each launch is faster alone (bench_linear_small), the 43-layer decode was 1.6 ms
+  // per token slower with it on (docs/performance.md, 2026-12-02 third stage) — not yet understood.
+  static constexpr const char* kKnown[] = {"gemm", "attn_mma", "hc_fork", "fuse", "moe_fork", "linear_mma"};
   check_params(opt, "cuda", kKnown);
   bool use_gemm = true, promoted = false;
   for (const auto& [k, v] : opt.params) {
@@ -63,6 +69,10 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
       fail(Status::invalid_argument, "cuda backend: {}={} (expected on or off)", k, v);
     }
     if (k == "attn_mma") no_mma_ = v == "off";
+    if (k == "hc_fork") hc_fork_ = v == "on";
+    if (k == "moe_fork") moe_fork_ = v == "on";
+    if (k == "linear_mma") no_small_mma_ = v != "on";
+    if (k == "fuse") fuse_ = v == "on";
   }
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
@@ -90,6 +100,12 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   for (const auto& note : rep.notes) log_.warn("{}", note);
   host_ = cpu::load_weights(*ckpt_, cfg_, /*dense_budget_bytes=*/0);  // views of the mmap only
   stream_ = std::make_unique<Stream>();
+  side_ = std::make_unique<Stream>();
+  fork_ev_ = std::make_unique<Event>();
+  join_ev_ = std::make_unique<Event>();
+  side2_ = std::make_unique<Stream>();
+  fork2_ev_ = std::make_unique<Event>();
+  join2_ev_ = std::make_unique<Event>();
   if (use_gemm && official_) gemm_ = std::make_unique<Gemm>(promoted);
   w_ = upload_weights(host_, cfg_, log_);
   layout_ = state_layout(cfg_, opt.rollback_tokens);
@@ -107,6 +123,8 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
 CudaBackend::~CudaBackend() {
   (void)cudaSetDevice(device_);  // members free their device memory on their own device
   if (stream_) cudaStreamSynchronize(stream_->get());
+  if (side_) cudaStreamSynchronize(side_->get());
+  if (side2_) cudaStreamSynchronize(side2_->get());
 }
 
 std::string CudaBackend::memory_line() const {

@@ -69,8 +69,11 @@ class CudaBackend final : public Backend {
                  int64_t keep_tokens, float* a);
   void moe(const DevLayer& L, const float* x, const int32_t* tokens_d, int64_t S, float* f);
   void head_hidden(const DevHc& hc, const float* norm, const float* X, int64_t rows, float* h);
-  void lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16);
-  void run_linear(const LinearArgs& a);  // the GEMM path for prefill chunks where it applies, else linear()
+  // On the main stream unless `on` is given (a side stream: decode-size chunks only, which never
+  // take the GEMM path and its workspace scratch).
+  void lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16,
+           cudaStream_t on = nullptr);
+  void run_linear(const LinearArgs& a, cudaStream_t on = nullptr);  // the GEMM path for prefill chunks where it applies, else linear()
   void experts_gemm(const DevExperts& E, const float* x, const int32_t* ids, const float* wts, int64_t S,
                     float* ys, const int32_t*& y_rows);
   HcParams hc_params(const DevHc& h) const;
@@ -96,6 +99,16 @@ class CudaBackend final : public Backend {
   std::unique_ptr<StatePool> state_pool_;
   std::unique_ptr<Stream> stream_;  // created after cudaSetDevice
   cudaStream_t stream() const { return stream_->get(); }
+  // The side stream of hc_pre's Sinkhorn (hc_fork): forked after the mixes, joined before hc_post.
+  std::unique_ptr<Stream> side_;
+  std::unique_ptr<Event> fork_ev_, join_ev_;
+  // The shared expert's stream (moe_fork, decode-size chunks): beside the router and the routed experts.
+  std::unique_ptr<Stream> side2_;
+  std::unique_ptr<Event> fork2_ev_, join2_ev_;
+  bool moe_fork_ = true;
+  bool hc_fork_ = true;
+  bool fuse_ = true;  // fuse=off: the unfused norm / RoPE / FP8-simulation launches
+  bool no_small_mma_ = true;  // linear_mma=on: decode FP8 linears on the tensor cores (off by default)
   Workspace ws_;
   std::unique_ptr<Gemm> gemm_;  // cuBLASLt for prefill chunks (official numerics); null = off (gemm=off)
   bool no_mma_ = false;         // attn_mma=off: attention on the CUDA-core kernel only

@@ -1,7 +1,9 @@
 // The dense (non-attention) kernels of the CUDA forward (contract: lib/cuda/kernels.hpp, section
 // "dense_kernels.cu"): the linear layer in every checkpoint weight format, the embedding, RMSNorm
 // and the per-head query norm, interleaved RoPE, the hyper-connection mixes (hc_pre with Sinkhorn,
-// hc_post, the head's collapse), the MoE router, SwiGLU and the expert combine. Each mirrors the CPU
+// or split in its collapse and its Sinkhorn; hc_post, the head's collapse), the MoE router, SwiGLU
+// and the expert combine; plus the decode fusions of the query and KV epilogues (norm + RoPE
+// (+ KV FP8 simulation) in one launch, bit-identical to the launches they replace). Each mirrors the CPU
 // backend's op of the same name (lib/cpu/*.cpp) and uses the shared host/device helpers of
 // dsv4/numerics.hpp, dsv4/dtypes.hpp and dsv4/weight_view.hpp, so there is one definition of every
 // per-element formula.
@@ -14,6 +16,7 @@
 // sum, the official head norm, the embedding) the result is bit-identical to the CPU twin.
 //
 // This is the readable reference stage: one straightforward kernel per op, correctness first.
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -25,6 +28,8 @@
 
 namespace dsv4::cuda {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kThreads = 256;  // every kernel here runs 256-thread CTAs (8 warps)
@@ -330,15 +335,123 @@ cudaError_t launch_linear(const LinearArgs& a, int64_t groups, int64_t group_out
 
 // ============================ embedding, norms, RoPE =========================================
 
-__global__ void embed_kernel(const void* table, bool is_f32, const int32_t* tokens, int64_t S, int64_t D, int hc,
-                             bool official, float* X) {
-  const int64_t n = S * hc * D;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t s = idx / (hc * D), d = idx % D;
-    const int64_t t = tokens[s];
-    float v = is_f32 ? static_cast<const float*>(table)[t * D + d]
-                     : bf16_to_f32(static_cast<const uint16_t*>(table)[t * D + d]);
-    X[idx] = official ? round_bf16(v) : v;
+// ---- per-token column kernels (embed, hc_post, swiglu, moe_combine): the launch shape -----------
+// grid.y = row (token or slot; launches of at most kMaxRowsPerLaunch rows, the kernel adds r0),
+// grid.x = CTAs over the row's `groups` column groups (V consecutive columns each: 16-byte vectors
+// where the shapes and pointers allow), a grid-stride loop past kMaxColCtas. No division on the hot
+// path. 256-thread CTAs, or 64-thread ones when the launch is small (decode: one token's 1024
+// groups then spread over 16 SMs instead of 4).
+constexpr int64_t kMaxRowsPerLaunch = 65535;
+constexpr int64_t kMaxColCtas = 1 << 16;
+constexpr int kSmallCta = 64;
+struct ColGrid {
+  unsigned x = 1;
+  int threads = kThreads;
+};
+ColGrid col_grid(int64_t rows, int64_t groups) {
+  ColGrid g;
+  g.threads = rows * groups < (int64_t{1} << 16) ? kSmallCta : kThreads;
+  const int64_t x = (groups + g.threads - 1) / g.threads;
+  g.x = static_cast<unsigned>(x < kMaxColCtas ? (x > 0 ? x : 1) : kMaxColCtas);
+  return g;
+}
+// Runs launch(r0, n) for the row chunks [r0, r0 + n) of [0, rows); stops at the first launch error.
+template <class L>
+cudaError_t for_row_chunks(int64_t rows, L&& launch) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kMaxRowsPerLaunch) {
+    const int64_t n = rows - r0 < kMaxRowsPerLaunch ? rows - r0 : kMaxRowsPerLaunch;
+    launch(r0, static_cast<unsigned>(n));
+    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+__device__ __forceinline__ int64_t col_first() { return blockIdx.x * int64_t{blockDim.x} + threadIdx.x; }
+__device__ __forceinline__ int64_t col_step() { return int64_t{gridDim.x} * blockDim.x; }
+// V consecutive floats (V = 4: one 16-byte access, p 16-byte aligned).
+template <int V>
+__device__ __forceinline__ void load_f(const float* p, float (&v)[V]) {
+  if constexpr (V == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    v[0] = t.x;
+    v[1] = t.y;
+    v[2] = t.z;
+    v[3] = t.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[e] = p[e];
+  }
+}
+template <int V>
+__device__ __forceinline__ void store_f(float* p, const float (&v)[V]) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+#pragma unroll
+    for (int e = 0; e < V; ++e) p[e] = v[e];
+  }
+}
+
+// X[s, j, d] = the decoded table value (bf16 rounded in official numerics: round_bf16, a no-op but
+// for NaN payloads on a BF16 table, kept so the bits are the CPU twin's) for every stream j: one
+// thread per V consecutive columns of token s (BF16: V = 8, one 16-byte load; F32: V = 4), all hc
+// copies written by that thread (16-byte stores). V = 1: any D / alignment.
+template <bool F32, int V>
+__global__ void __launch_bounds__(kThreads) embed_kernel(const void* table, const int32_t* tokens, int64_t D, int hc,
+                                                         bool official, int64_t r0, float* X) {
+  const int64_t s = r0 + blockIdx.y;
+  const int64_t t = tokens[s];
+  float* Xs = X + s * hc * D;
+  for (int64_t c = col_first(); c < D / V; c += col_step()) {
+    const int64_t d = c * V;
+    float v[V];
+    if constexpr (F32) {
+      const float* row = static_cast<const float*>(table) + t * D + d;
+      if constexpr (V == 4) {
+        const float4 q = __ldg(reinterpret_cast<const float4*>(row));
+        v[0] = q.x;
+        v[1] = q.y;
+        v[2] = q.z;
+        v[3] = q.w;
+      } else {
+        v[0] = __ldg(row);
+      }
+    } else {
+      const uint16_t* row = static_cast<const uint16_t*>(table) + t * D + d;
+      if constexpr (V == 8 || V == 4) {
+        uint32_t w[V / 2];
+        if constexpr (V == 8) {
+          const uint4 q = __ldg(reinterpret_cast<const uint4*>(row));
+          w[0] = q.x;
+          w[1] = q.y;
+          w[2] = q.z;
+          w[3] = q.w;
+        } else {
+          const uint2 q = __ldg(reinterpret_cast<const uint2*>(row));
+          w[0] = q.x;
+          w[1] = q.y;
+        }
+#pragma unroll
+        for (int e = 0; e < V / 2; ++e) {  // little-endian: element 2e in the low half
+          v[2 * e] = bf16_to_f32(static_cast<uint16_t>(w[e] & 0xffffu));
+          v[2 * e + 1] = bf16_to_f32(static_cast<uint16_t>(w[e] >> 16));
+        }
+      } else {
+        v[0] = bf16_to_f32(__ldg(reinterpret_cast<const unsigned short*>(row)));
+      }
+    }
+    if (official) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) v[e] = round_bf16(v[e]);
+    }
+    for (int j = 0; j < hc; ++j) {
+      float* dst = Xs + j * D + d;
+      if constexpr (V == 1) {
+        dst[0] = v[0];
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; e += 4) *reinterpret_cast<float4*>(dst + e) = make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]);
+      }
+    }
   }
 }
 
@@ -377,54 +490,173 @@ __global__ void __launch_bounds__(NT) rms_norm_kernel(const float* x, int64_t x_
   }
 }
 
-// Official per-head norm, one warp per row: exactly head_rms_norm_bf16 (dsv4/numerics.hpp). Its
-// f32 sum is sequential in element order; the lanes square-and-round in parallel and every lane
-// then adds the 32 terms of a step in lane order via shuffles, so the sum (and the result) is
-// bit-identical to the CPU twin.
-__global__ void __launch_bounds__(kThreads) head_rms_norm_bf16_kernel(float* q, int64_t rows, int64_t n, float eps) {
-  const int64_t r = blockIdx.x * int64_t{kWarps} + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (r >= rows) return;  // whole warp
+// rope.cpp's angle of one pair: θ = f32(pos)·inv_freq (the f32 product), its cos / sin in double.
+__device__ __forceinline__ void rope_angle(int64_t pos, float inv_freq, double* sn, double* cs) {
+  const float theta = static_cast<float>(pos) * inv_freq;
+  sincos(static_cast<double>(theta), sn, cs);
+}
+// rope.cpp's rotation of the pair (a, b) in double (explicit _rn operations so no fused multiply-add
+// changes the double rounding), stored to pv[0], pv[1] as f32 (bf16 when asked).
+__device__ __forceinline__ void rope_rotate(float* pv, double a, double b, double sn, double cs, bool bf16_out) {
+  float v0 = static_cast<float>(__dsub_rn(__dmul_rn(a, cs), __dmul_rn(b, sn)));
+  float v1 = static_cast<float>(__dadd_rn(__dmul_rn(a, sn), __dmul_rn(b, cs)));
+  if (bf16_out) {
+    v0 = round_bf16(v0);
+    v1 = round_bf16(v1);
+  }
+  pv[0] = v0;
+  pv[1] = v1;
+}
+
+// The RoPE a fused norm applies to its rows: pairs (col + 2i, col + 2i + 1), i < half, of row r
+// rotated at position p0 + r / rpp (forward, never inverse); half = 0: none.
+struct RopeSpan {
+  int64_t col = 0;
+  int half = 0;
+  const float* inv_freq = nullptr;
+  int64_t p0 = 0, rpp = 1;
+};
+
+// Official per-head norm, one warp per row: exactly head_rms_norm_bf16 (dsv4/numerics.hpp), then
+// (rope.half > 0) the bf16 RoPE of the normalised row, as rope() would apply it to the stored
+// result. head_rms_norm_bf16's f32 sum is sequential in element order, a chain of n dependent adds
+// that no other order reproduces; so the lanes load a pass of up to kHeadChunk values at once (one
+// round of load latency), square-and-round them in parallel into shared memory, and every lane then
+// adds the pass's terms in element order from there (broadcast reads, four per load): the chain
+// itself is all that stays serial. The RoPE angles, which do not depend on the data, are computed
+// first so that their double sincos overlaps the loads and the chain. WARPS rows per CTA: few at
+// decode (64 heads of one token spread over 32 SMs), more for prefill's thousands of rows.
+constexpr int kHeadChunk = 512;  // row values per pass (16 per lane): one Flash head
+
+template <int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) head_norm_rope_bf16_kernel(float* q, int64_t rows, int64_t n, float eps,
+                                                                         RopeSpan rope) {
+  __shared__ __align__(16) float sq[WARPS][kHeadChunk];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * WARPS + warp;
+  if (r >= rows) return;  // whole warp; no CTA-wide barrier follows
   float* row = q + r * n;
+  float* sw = sq[warp];
+  const int64_t pos = rope.p0 + r / rope.rpp;
+  double sn0 = 0.0, cs0 = 1.0;  // this lane's first pair
+  if (lane < rope.half) rope_angle(pos, rope.inv_freq[lane], &sn0, &cs0);
+
   float acc = 0.0f;
-  for (int64_t base = 0; base < n; base += 32) {
-    const int64_t i = base + lane;
-    const float t = i < n ? round_bf16(row[i] * row[i]) : 0.0f;
-    if (n - base >= 32) {
-#pragma unroll  // the 32 shuffles issue ahead of the sequential adds
-      for (int l = 0; l < 32; ++l) acc += __shfl_sync(kFullMask, t, l);
+  for (int64_t base = 0; base < n; base += kHeadChunk) {
+    const int m = n - base < kHeadChunk ? static_cast<int>(n - base) : kHeadChunk;
+    float v[kHeadChunk / 32];
+#pragma unroll
+    for (int k = 0; k < kHeadChunk / 32; ++k) v[k] = lane + 32 * k < m ? row[base + lane + 32 * k] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < kHeadChunk / 32; ++k) sw[lane + 32 * k] = round_bf16(v[k] * v[k]);
+    __syncwarp();
+    if (m == kHeadChunk) {
+      const float4* s4 = reinterpret_cast<const float4*>(sw);
+#pragma unroll 16
+      for (int j = 0; j < kHeadChunk / 4; ++j) {
+        const float4 t = s4[j];
+        acc += t.x;
+        acc += t.y;
+        acc += t.z;
+        acc += t.w;
+      }
     } else {
-      const int m = static_cast<int>(n - base);
-      for (int l = 0; l < m; ++l) acc += __shfl_sync(kFullMask, t, l);
+      for (int j = 0; j < m; ++j) acc += sw[j];
     }
+    __syncwarp();  // sw is rewritten by the next pass
   }
   const float s = round_bf16(acc / static_cast<float>(n));
   const float rr = round_bf16(1.0f / sqrtf(round_bf16(s + eps)));
-  for (int64_t i = lane; i < n; i += 32) row[i] = round_bf16(row[i] * rr);
+
+  // Each value is read and rewritten by one lane only (every lane's reads of the sum passes are
+  // behind the last __syncwarp).
+  const int64_t c0 = rope.col, c1 = rope.col + 2 * int64_t{rope.half};
+#pragma unroll 4
+  for (int64_t i = lane; i < c0; i += 32) row[i] = round_bf16(row[i] * rr);
+#pragma unroll 4
+  for (int64_t i = c1 + lane; i < n; i += 32) row[i] = round_bf16(row[i] * rr);
+  for (int i = lane; i < rope.half; i += 32) {
+    double sn = sn0, cs = cs0;
+    if (i != lane) rope_angle(pos, rope.inv_freq[i], &sn, &cs);
+    float* pv = row + c0 + 2 * i;
+    rope_rotate(pv, round_bf16(pv[0] * rr), round_bf16(pv[1] * rr), sn, cs, true);
+  }
 }
 
-// One thread per rotated pair, rope.cpp's arithmetic: f32 angle, cos/sin and the rotation in
-// double (explicit _rn operations so no fused multiply-add changes the double rounding).
+// One thread per rotated pair, rope.cpp's arithmetic (rope_angle, rope_rotate).
 __global__ void rope_kernel(float* v, int64_t rows, int64_t stride, int64_t col, int half, const float* inv_freq,
                             int64_t p0, int64_t rows_per_position, bool inverse, bool bf16_out) {
   const int64_t n = rows * half;
   for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = idx / half;
     const int i = static_cast<int>(idx % half);
-    const float theta = static_cast<float>(p0 + r / rows_per_position) * inv_freq[i];
     double sn, cs;
-    sincos(static_cast<double>(theta), &sn, &cs);
+    rope_angle(p0 + r / rows_per_position, inv_freq[i], &sn, &cs);
     if (inverse) sn = -sn;
     float* pv = v + r * stride + col + 2 * i;
-    const double a = pv[0], b = pv[1];
-    float v0 = static_cast<float>(__dsub_rn(__dmul_rn(a, cs), __dmul_rn(b, sn)));
-    float v1 = static_cast<float>(__dadd_rn(__dmul_rn(a, sn), __dmul_rn(b, cs)));
-    if (bf16_out) {
-      v0 = round_bf16(v0);
-      v1 = round_bf16(v1);
+    rope_rotate(pv, pv[0], pv[1], sn, cs, bf16_out);
+  }
+}
+
+// rms_norm_kernel<NT>'s row, then RoPE and (fp8) the KV FP8 simulation on the stored values, one
+// CTA per row: what rms_norm, rope and kv_fp8_simulate compute one launch after the other, bit for
+// bit — the sum of squares is rms_norm_kernel's (same loop, same block_sum<NT>), every element is
+// its formula, the rope pairs are rotated from the values the norm would have stored, and the FP8
+// blocks of 64 over [0, rope.col) are kv_fp8_simulate's (attention_kernels.cu, warp_block_qdq: the
+// same amax → e8m0 scale → e4m3 → bf16 steps, one warp per block; the block maximum does not depend
+// on the order it is taken in). The regions are disjoint, so no thread waits for another after the
+// sum: warps from the first take the FP8 blocks, threads from the last the rope pairs (their angles
+// computed before the sum, overlapping its loads), everyone the plain values. In place (out == x,
+// same stride) is safe: each value is read and written by one thread after block_sum's barriers.
+template <int NT>
+__global__ void __launch_bounds__(NT, 1) rms_norm_rope_kernel(const float* x, int64_t x_stride, const float* w, int64_t n,
+                                                           float eps, bool bf16_out, float* out, int64_t out_stride,
+                                                           RopeSpan rope, bool fp8) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * x_stride;
+  float* orow = out + r * out_stride;
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int64_t pos = rope.p0 + r / rope.rpp;
+  const int64_t pr = NT - 1 - tid;  // this thread's first rope pair
+  double sn0 = 0.0, cs0 = 1.0;
+  if (pr < rope.half) rope_angle(pos, rope.inv_freq[pr], &sn0, &cs0);
+
+  float ss = 0.0f;
+#pragma unroll 8
+  for (int64_t i = tid; i < n; i += NT) ss = fmaf(xr[i], xr[i], ss);
+  ss = block_sum<NT>(ss);
+  const double rn = 1.0 / sqrt(static_cast<double>(ss) / static_cast<double>(n) + static_cast<double>(eps));
+  auto norm = [&](int64_t i) {  // rms_norm_kernel's value of element i
+    const float v = static_cast<float>(w ? static_cast<double>(w[i]) * xr[i] * rn : xr[i] * rn);
+    return bf16_out ? round_bf16(v) : v;
+  };
+
+  const int64_t c0 = rope.col, c1 = rope.col + 2 * int64_t{rope.half};
+  if (fp8) {
+    for (int64_t b0 = int64_t{warp} * 64; b0 < c0; b0 += int64_t{NT / 32} * 64) {
+      const int64_t e = b0 + 64 < c0 ? b0 + 64 : c0;
+      const int64_t i0 = b0 + lane, i1 = b0 + 32 + lane;
+      const float v0 = i0 < e ? norm(i0) : 0.0f, v1 = i1 < e ? norm(i1) : 0.0f;
+      float amax = fmaxf(fmaxf(0.0f, fabsf(v0)), fabsf(v1));
+      amax = warp_max_nonneg(amax);
+      const float sc = e8m0_to_f32(fp8_act_scale_e8m0(amax));
+      auto qdq = [sc](float v) {
+        v = v / sc;  // exact: sc is a power of two
+        v = v > 448.0f ? 448.0f : (v < -448.0f ? -448.0f : v);
+        return round_bf16(e4m3_to_f32(f32_to_e4m3(v)) * sc);
+      };
+      if (i0 < e) orow[i0] = qdq(v0);
+      if (i1 < e) orow[i1] = qdq(v1);
     }
-    pv[0] = v0;
-    pv[1] = v1;
+  } else {
+    for (int64_t i = tid; i < c0; i += NT) orow[i] = norm(i);
+  }
+  for (int64_t i = c1 + tid; i < n; i += NT) orow[i] = norm(i);
+  for (int64_t i = pr; i < rope.half; i += NT) {
+    double sn = sn0, cs = cs0;
+    if (i != pr) rope_angle(pos, rope.inv_freq[i], &sn, &cs);
+    float* pv = orow + c0 + 2 * i;
+    rope_rotate(pv, norm(c0 + 2 * i), norm(c0 + 2 * i + 1), sn, cs, bf16_out);
   }
 }
 
@@ -465,30 +697,48 @@ __device__ void hc_mixes(const float* X, const float* fn, int64_t width, int mix
   __syncthreads();
 }
 
-// x_out[d] = Σ_j pre[j]·X[j, d] in double, j ascending (hc.cpp's collapse).
-template <int NT>
-__device__ void hc_collapse(const double* pre, const float* X, int hc, int64_t D, bool official, float* out) {
+// x_out[d] = Σ_j pre[j]·X[j, d] in double, j ascending (hc.cpp's collapse), for the columns
+// d = d_first, d_first + d_step, … < D.
+__device__ __forceinline__ void hc_collapse_cols(const double* pre, const float* X, int hc, int64_t D, bool official,
+                                                 float* out, int64_t d_first, int64_t d_step) {
 #pragma unroll 4
-  for (int64_t d = threadIdx.x; d < D; d += NT) {
+  for (int64_t d = d_first; d < D; d += d_step) {
     double acc = 0.0;
     for (int j = 0; j < hc; ++j) acc += pre[j] * X[j * D + d];
     out[d] = official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
   }
 }
+template <int NT>
+__device__ void hc_collapse(const double* pre, const float* X, int hc, int64_t D, bool official, float* out) {
+  hc_collapse_cols(pre, X, hc, D, official, out, threadIdx.x, NT);
+}
+
+// hc.cpp's gates from the token's mixes m (double): pre_j = σ(m_j·s0 + b_j) + eps weighs stream j in
+// the collapse, post_j = 2σ(m_{hc+j}·s1 + b_{hc+j}) in hc_post, and the comb logits
+// m_{2hc+k}·s2 + b_{2hc+k} start the Sinkhorn. One definition for every kernel that computes them.
+__device__ __forceinline__ double hc_gate_pre(const HcParams& p, double mj, int j) {
+  return sigmoid_d(mj * static_cast<double>(p.scale[0]) + static_cast<double>(p.base[j])) +
+         static_cast<double>(p.hc_eps);
+}
+__device__ __forceinline__ float hc_gate_post(const HcParams& p, double mj, int j) {
+  return static_cast<float>(2.0 * sigmoid_d(mj * static_cast<double>(p.scale[1]) + static_cast<double>(p.base[p.hc + j])));
+}
+__device__ __forceinline__ double hc_comb_logit(const HcParams& p, double mk, int k) {
+  return mk * static_cast<double>(p.scale[2]) + static_cast<double>(p.base[2 * p.hc + k]);
+}
 
 // The scalar part of hc_pre, statement by statement as hc.cpp (double): pre / post gates, then the
 // comb matrix's row softmax + eps, column normalisation and (iters − 1) × (row, column).
-// One thread (any hc ≤ kMaxHc).
+// One thread (any hc ≤ kMaxHc). pre may be null (not wanted).
 __device__ void hc_scalar_serial(const HcParams& p, const double* m, int64_t s, double* pre, double* C, float* post,
                                  float* comb) {
   const int hc = p.hc;
   const double eps = p.hc_eps;
-  const double s0 = p.scale[0], s1 = p.scale[1], s2 = p.scale[2];
   for (int j = 0; j < hc; ++j) {
-    pre[j] = sigmoid_d(m[j] * s0 + p.base[j]) + eps;
-    post[s * hc + j] = static_cast<float>(2.0 * sigmoid_d(m[hc + j] * s1 + p.base[hc + j]));
+    if (pre) pre[j] = hc_gate_pre(p, m[j], j);
+    post[s * hc + j] = hc_gate_post(p, m[hc + j], j);
   }
-  for (int k = 0; k < hc * hc; ++k) C[k] = m[2 * hc + k] * s2 + p.base[2 * hc + k];
+  for (int k = 0; k < hc * hc; ++k) C[k] = hc_comb_logit(p, m[2 * hc + k], k);
   auto col_norm = [&] {
     for (int k = 0; k < hc; ++k) {
       double cs = 0;
@@ -515,55 +765,73 @@ __device__ void hc_scalar_serial(const HcParams& p, const double* m, int64_t s, 
   for (int k = 0; k < hc * hc; ++k) comb[s * hc * hc + k] = static_cast<float>(C[k]);
 }
 
-// The same for hc·hc ≤ 32, one warp: lane j·hc + k owns C[j, k]. Every row / column sum is still
-// taken by each lane in the serial order (ascending index, from shared memory), and each element is
-// divided by the same double, so the result is bit-identical to hc_scalar_serial — only the
-// independent divisions and exps run in parallel (the serial chain of 20 Sinkhorn iterations was
-// ~70 µs of a decode layer's hc_pre).
-__device__ void hc_scalar_warp(const HcParams& p, const double* m, int64_t s, double* pre, double* C, float* post,
-                               float* comb) {
-  const int hc = p.hc, lane = static_cast<int>(threadIdx.x);
-  const bool own = lane < hc * hc;
-  const int j = lane / hc, k = lane % hc;
-  const double eps = p.hc_eps;
-  if (lane < hc) {
-    pre[lane] = sigmoid_d(m[lane] * p.scale[0] + p.base[lane]) + eps;
-    post[s * hc + lane] = static_cast<float>(2.0 * sigmoid_d(m[hc + lane] * p.scale[1] + p.base[hc + lane]));
-  }
-  if (own) C[lane] = m[2 * hc + lane] * p.scale[2] + p.base[2 * hc + lane];
-  __syncwarp();
-  // Row softmax + eps.
-  double mx = own ? C[j * hc] : 0.0;
-  if (own)
-    for (int t = 1; t < hc; ++t) mx = C[j * hc + t] > mx ? C[j * hc + t] : mx;
-  __syncwarp();
-  if (own) C[lane] = exp(C[lane] - mx);
-  __syncwarp();
+// The same for hc·hc ≤ 32 on one warp, HC = hc known at compile time: lane j·HC + k holds C[j, k]
+// in a register. A row (column) sum is still taken by each lane in the serial order — 0 + C[j, 0] +
+// C[j, 1] + … — over values fetched by shuffles that all issue at once, and each element is divided
+// by the same double, so the result is bit-identical to hc_scalar_serial; only the independent
+// divisions and exps run in parallel. What stays serial per half-iteration is one shuffle round,
+// HC + 1 adds and one division (no shared-memory round trips, no __syncwarp: the chain of 20
+// Sinkhorn iterations was most of hc_pre's decode time). Lanes ≥ HC·HC compute garbage they never
+// store (their shuffle sources wrap modulo 32).
+template <int HC>
+__device__ __forceinline__ double hc_row_sum(double c, int j) {
+  double v[HC];
+#pragma unroll
+  for (int t = 0; t < HC; ++t) v[t] = __shfl_sync(kFullMask, c, j * HC + t);
   double sum = 0;
-  if (own)
-    for (int t = 0; t < hc; ++t) sum += C[j * hc + t];
-  __syncwarp();
-  if (own) C[lane] = C[lane] / sum + eps;
-  __syncwarp();
-  auto col_norm = [&] {
-    double cs = 0;
-    if (own)
-      for (int t = 0; t < hc; ++t) cs += C[t * hc + k];
-    __syncwarp();
-    if (own) C[lane] /= cs + eps;
-    __syncwarp();
-  };
-  col_norm();
-  for (int it = 1; it < p.sinkhorn_iters; ++it) {
-    double rs = 0;
-    if (own)
-      for (int t = 0; t < hc; ++t) rs += C[j * hc + t];
-    __syncwarp();
-    if (own) C[lane] /= rs + eps;
-    __syncwarp();
-    col_norm();
+#pragma unroll
+  for (int t = 0; t < HC; ++t) sum += v[t];
+  return sum;
+}
+template <int HC>
+__device__ __forceinline__ double hc_col_sum(double c, int k) {
+  double v[HC];
+#pragma unroll
+  for (int t = 0; t < HC; ++t) v[t] = __shfl_sync(kFullMask, c, t * HC + k);
+  double sum = 0;
+#pragma unroll
+  for (int t = 0; t < HC; ++t) sum += v[t];
+  return sum;
+}
+template <int HC>
+__device__ void hc_scalar_warp_n(const HcParams& p, const double* m, int64_t s, double* pre, float* post,
+                                 float* comb) {
+  static_assert(HC * HC <= 32, "one lane per comb entry");
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  const bool own = lane < HC * HC;
+  const int j = lane / HC, k = lane % HC;
+  const double eps = p.hc_eps;
+  if (lane < HC) {
+    const double g = hc_gate_pre(p, m[lane], lane);
+    if (pre) pre[lane] = g;
+    post[s * HC + lane] = hc_gate_post(p, m[HC + lane], lane);
   }
-  if (own) comb[s * hc * hc + lane] = static_cast<float>(C[lane]);
+  double c = own ? hc_comb_logit(p, m[2 * HC + lane], lane) : 0.0;
+  // Row softmax + eps.
+  double v[HC];
+#pragma unroll
+  for (int t = 0; t < HC; ++t) v[t] = __shfl_sync(kFullMask, c, j * HC + t);
+  double mx = v[0];
+#pragma unroll
+  for (int t = 1; t < HC; ++t) mx = v[t] > mx ? v[t] : mx;
+  c = exp(c - mx);
+  c = c / hc_row_sum<HC>(c, j) + eps;
+  c /= hc_col_sum<HC>(c, k) + eps;
+  for (int it = 1; it < p.sinkhorn_iters; ++it) {
+    c /= hc_row_sum<HC>(c, j) + eps;
+    c /= hc_col_sum<HC>(c, k) + eps;
+  }
+  if (own) comb[s * HC * HC + lane] = static_cast<float>(c);
+}
+// Every lane of one warp calls (hc·hc ≤ 32); pre may be null.
+__device__ void hc_scalar_warp(const HcParams& p, const double* m, int64_t s, double* pre, float* post, float* comb) {
+  switch (p.hc) {
+    case 1: hc_scalar_warp_n<1>(p, m, s, pre, post, comb); break;
+    case 2: hc_scalar_warp_n<2>(p, m, s, pre, post, comb); break;
+    case 3: hc_scalar_warp_n<3>(p, m, s, pre, post, comb); break;
+    case 4: hc_scalar_warp_n<4>(p, m, s, pre, post, comb); break;
+    default: hc_scalar_warp_n<5>(p, m, s, pre, post, comb); break;
+  }
 }
 
 template <int NT>
@@ -578,7 +846,7 @@ __global__ void __launch_bounds__(NT) hc_pre_kernel(HcParams p, const float* X, 
   hc_mixes<NT>(Xs, p.fn, width, (2 + hc) * hc, p.norm_eps, m,
            p.partials ? p.partials + s * hc * (2 + hc) * hc : nullptr, hc);
   if (hc * hc <= 32) {
-    if (threadIdx.x < 32) hc_scalar_warp(p, m, s, pre, C, post, comb);
+    if (threadIdx.x < 32) hc_scalar_warp(p, m, s, pre, post, comb);
   } else if (threadIdx.x == 0) {
     hc_scalar_serial(p, m, s, pre, C, post, comb);
   }
@@ -586,17 +854,155 @@ __global__ void __launch_bounds__(NT) hc_pre_kernel(HcParams p, const float* X, 
   hc_collapse<NT>(pre, Xs, hc, p.D, p.official, x_out + s * p.D);
 }
 
-// Elementwise; the double sum of exact float·float products in hc.cpp's order: bit-identical.
-__global__ void hc_post_kernel(int hc, int64_t D, bool official, const float* y, const float* R, const float* post,
-                               const float* comb, int64_t S, float* X_new) {
-  const int64_t n = S * hc * D;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t s = idx / (hc * D), d = idx % D;
-    const int k = static_cast<int>((idx / D) % hc);
-    double acc = static_cast<double>(post[s * hc + k]) * y[s * D + d];
-    for (int j = 0; j < hc; ++j)
-      acc += static_cast<double>(comb[(s * hc + j) * hc + k]) * R[(s * hc + j) * D + d];
-    X_new[idx] = official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
+// hc_pre's first half for prefill (S > kFewRows: hc_pre runs kThreads-thread CTAs), one CTA per
+// token: the same hc_mixes<NT> (from the partials), the pre gates and hc_collapse<NT> — hence the
+// same bits — and the mixes written out for hc_pre_sinkhorn.
+template <int NT>
+__global__ void __launch_bounds__(NT) hc_pre_collapse_kernel(HcParams p, const float* X, float* x_out,
+                                                             double* mix_out) {
+  __shared__ double m[kMaxMix];
+  __shared__ double pre[kMaxHc];
+  const int hc = p.hc, mix = (2 + hc) * hc;
+  const int64_t s = blockIdx.x, width = hc * p.D;
+  const float* Xs = X + s * width;
+  hc_mixes<NT>(Xs, p.fn, width, mix, p.norm_eps, m, p.partials + s * hc * mix, hc);
+  for (int i = threadIdx.x; i < mix; i += NT) mix_out[s * mix + i] = m[i];
+  if (threadIdx.x < hc) pre[threadIdx.x] = hc_gate_pre(p, m[threadIdx.x], threadIdx.x);
+  __syncthreads();
+  hc_collapse<NT>(pre, Xs, hc, p.D, p.official, x_out + s * p.D);
+}
+
+// hc_pre's first half at decode (S ≤ kFewRows: hc_pre runs one kBigCta-thread CTA per token), spread
+// over a cluster of kHcCluster CTAs per token so that no SM reads more than its share of the
+// token's hc·D values. Thread t of rank q stands in for thread q·kHcClusterThreads + t of hc_pre's
+// CTA: the same f32 chain over X[vt], X[vt + kBigCta], …, the same warp_sum, and block_sum's second
+// stage over the 32 warp partials — lane l reads hc_pre's warp l from rank l / 4's shared memory
+// (distributed shared memory) — so the sum of squares, 1/rms, the mixes (partials summed as
+// hc_mixes does, loaded before the sum so their latency overlaps it), the pre gates and the
+// collapse (columns vt, vt + kBigCta, … as hc_collapse<kBigCta>) are hc_pre's bits.
+constexpr int kHcCluster = 8;
+constexpr int kHcClusterThreads = kBigCta / kHcCluster;  // 128
+constexpr int kHcClusterWarps = kHcClusterThreads / 32;
+static_assert(kBigCta / 32 == 32, "block_sum<kBigCta>'s second stage takes one warp partial per lane");
+
+__global__ void __cluster_dims__(kHcCluster, 1, 1) __launch_bounds__(kHcClusterThreads)
+    hc_pre_collapse_cluster_kernel(HcParams p, const float* X, float* x_out, double* mix_out) {
+  __shared__ float part[kHcClusterWarps];
+  __shared__ double pre[kMaxHc];
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int hc = p.hc, mix = (2 + hc) * hc;
+  const int64_t s = blockIdx.y, D = p.D, width = hc * D;
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  const int vt = rank * kHcClusterThreads + tid;  // hc_pre's thread
+  const float* Xs = X + s * width;
+  const float* ps = p.partials + s * hc * mix;
+  float acc_mix = 0.0f, acc_pre = 0.0f;  // mix vt (written out) and mix tid (a pre gate), f32, j ascending
+  if (vt < mix)
+    for (int j = 0; j < hc; ++j) acc_mix += ps[j * mix + vt];
+  if (tid < hc)
+    for (int j = 0; j < hc; ++j) acc_pre += ps[j * mix + tid];
+
+  float ss = 0.0f;
+#pragma unroll 8
+  for (int64_t i = vt; i < width; i += kBigCta) ss = fmaf(Xs[i], Xs[i], ss);
+  ss = warp_sum(ss);
+  if (lane == 0) part[warp] = ss;
+  cluster.sync();  // every rank's warp partials are in place
+  float t = *cluster.map_shared_rank(&part[lane % kHcClusterWarps], lane / kHcClusterWarps);
+  t = warp_sum(t);
+  cluster.barrier_arrive();  // done with the other ranks' shared memory (waited for before exit)
+  const double r = 1.0 / sqrt(static_cast<double>(t) / static_cast<double>(width) + static_cast<double>(p.norm_eps));
+  if (vt < mix) mix_out[s * mix + vt] = static_cast<double>(acc_mix) * r;
+  if (tid < hc) pre[tid] = hc_gate_pre(p, static_cast<double>(acc_pre) * r, tid);
+  __syncthreads();
+  hc_collapse_cols(pre, Xs, hc, D, p.official, x_out + s * D, vt, kBigCta);
+  cluster.barrier_wait();  // no CTA leaves while another may still read its part[]
+}
+
+// hc_pre's second half: one warp per token, from the mixes hc_pre_collapse wrote (the warp
+// Sinkhorn for hc·hc ≤ 32 unless `serial`, else hc_scalar_serial on lane 0).
+constexpr int kSinkWarps = 4;
+__global__ void __launch_bounds__(kSinkWarps * 32) hc_pre_sinkhorn_kernel(HcParams p, const double* mix, int64_t S,
+                                                                         float* post, float* comb, bool serial) {
+  __shared__ double C[kSinkWarps][kMaxHc * kMaxHc];
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const int64_t s = static_cast<int64_t>(blockIdx.x) * kSinkWarps + warp;
+  if (s >= S) return;  // whole warp
+  const int hc = p.hc;
+  const double* m = mix + s * (2 + hc) * hc;
+  if (!serial && hc * hc <= 32) hc_scalar_warp(p, m, s, nullptr, post, comb);
+  else if (lane == 0) hc_scalar_serial(p, m, s, nullptr, C[warp], post, comb);
+}
+
+// X_new[s, k, d] = double(post[s, k])·y[s, d] + Σ_j double(comb[s, j, k])·R[s, j, d] (j ascending),
+// rounded to f32 (official: then bf16) — hc.cpp's arithmetic per output, so bit-identical (every
+// product is of two floats, exact in double: fused or not, each add rounds the same sum). One
+// thread per (token s = r0 + blockIdx.y, V consecutive columns): it loads y and the hc source values
+// R[s, j] once (16-byte vectors for V = 4) and writes all hc outputs, instead of one thread per
+// output re-reading all of R[s, ·, d]. HC > 0: hc at compile time (post / comb and the R vectors in
+// registers); HC = 0: any hc ≤ kMaxHc (the R values re-read per output, from L1).
+template <int HC, int V>
+__global__ void __launch_bounds__(kThreads) hc_post_kernel(int hc_rt, int64_t D, bool official, const float* y,
+                                                           const float* R, const float* post, const float* comb,
+                                                           int64_t r0, float* X_new) {
+  const int hc = HC > 0 ? HC : hc_rt;
+  const int64_t s = r0 + blockIdx.y;
+  const float* ys = y + s * D;
+  const float* Rs = R + s * hc * D;
+  const float* ps = post + s * hc;
+  const float* cs = comb + s * hc * hc;
+  float* Xs = X_new + s * hc * D;
+  auto out = [official](double acc) {
+    return official ? round_bf16(static_cast<float>(acc)) : static_cast<float>(acc);
+  };
+  if constexpr (HC > 0) {
+    float pv[HC], cv[HC * HC];
+#pragma unroll
+    for (int k = 0; k < HC; ++k) pv[k] = ps[k];
+#pragma unroll
+    for (int k = 0; k < HC * HC; ++k) cv[k] = cs[k];
+    for (int64_t c = col_first(); c < D / V; c += col_step()) {
+      const int64_t d = c * V;
+      float yv[V], rv[HC][V];
+      load_f<V>(ys + d, yv);
+#pragma unroll
+      for (int j = 0; j < HC; ++j) load_f<V>(Rs + j * D + d, rv[j]);
+#pragma unroll
+      for (int k = 0; k < HC; ++k) {
+        float o[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          double acc = static_cast<double>(pv[k]) * yv[e];
+#pragma unroll
+          for (int j = 0; j < HC; ++j) acc += static_cast<double>(cv[j * HC + k]) * rv[j][e];
+          o[e] = out(acc);
+        }
+        store_f<V>(Xs + k * D + d, o);
+      }
+    }
+  } else {
+    for (int64_t c = col_first(); c < D / V; c += col_step()) {
+      const int64_t d = c * V;
+      float yv[V];
+      load_f<V>(ys + d, yv);
+      for (int k = 0; k < hc; ++k) {
+        float o[V];
+        double acc[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = static_cast<double>(ps[k]) * yv[e];
+        for (int j = 0; j < hc; ++j) {
+          float rv[V];
+          load_f<V>(Rs + j * D + d, rv);
+          const double cjk = cs[j * hc + k];
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[e] += cjk * rv[e];
+        }
+#pragma unroll
+        for (int e = 0; e < V; ++e) o[e] = out(acc[e]);
+        store_f<V>(Xs + k * D + d, o);
+      }
+    }
   }
 }
 
@@ -703,46 +1109,70 @@ __global__ void __launch_bounds__(kThreads) router_kernel(RouterParams p, const 
   }
 }
 
-// run_expert's SwiGLU, elementwise (official in f32 with the routing weight and one bf16
-// rounding; reference in double).
-__global__ void swiglu_kernel(const float* g, const float* u, const int32_t* ids, const float* weights, int64_t rows,
-                              int64_t I, float limit, bool clamp, bool official, float* h, int64_t st) {
-  const int64_t n = rows * I;
-  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t r = idx / I, in = r * st + idx % I;
-    if (ids && ids[r] < 0) continue;
-    if (official) {
-      float gv = g[in], uv = u[in];
-      if (clamp) {
-        gv = limit < gv ? limit : gv;                                  // std::min(gv, limit)
-        uv = uv < -limit ? -limit : (limit < uv ? limit : uv);         // std::clamp(uv, ±limit)
-      }
-      const float sw = gv / (1.0f + expf(-gv)) * uv;
-      h[idx] = round_bf16((weights ? weights[r] : 1.0f) * sw);
-    } else {
-      double gv = g[in], uv = u[in];
-      const double l = limit;
-      if (clamp) {
-        gv = l < gv ? l : gv;  // gate: from above only
-        uv = uv < -l ? -l : (l < uv ? l : uv);
-      }
-      h[idx] = static_cast<float>(gv / (1.0 + exp(-gv)) * uv);
+// run_expert's SwiGLU of one element (official in f32 with the routing weight wr (1 without weights)
+// and one bf16 rounding; reference in double) — the expressions of the per-element kernel this
+// replaced, unchanged.
+__device__ __forceinline__ float swiglu_elem(float gf, float uf, float wr, float limit, bool clamp, bool official) {
+  if (official) {
+    float gv = gf, uv = uf;
+    if (clamp) {
+      gv = limit < gv ? limit : gv;                           // std::min(gv, limit)
+      uv = uv < -limit ? -limit : (limit < uv ? limit : uv);  // std::clamp(uv, ±limit)
     }
+    const float sw = gv / (1.0f + expf(-gv)) * uv;
+    return round_bf16(wr * sw);
+  }
+  double gv = gf, uv = uf;
+  const double l = limit;
+  if (clamp) {
+    gv = l < gv ? l : gv;  // gate: from above only
+    uv = uv < -l ? -l : (l < uv ? l : uv);
+  }
+  return static_cast<float>(gv / (1.0 + exp(-gv)) * uv);
+}
+
+// One CTA row per slot row r = r0 + blockIdx.y (skipped whole when ids[r] < 0), V consecutive
+// columns per thread (V = 4: 16-byte loads of g and u and store of h). h may alias g when st == I:
+// each thread rewrites only what it read (plain loads, not the read-only path).
+template <int V>
+__global__ void __launch_bounds__(kThreads) swiglu_kernel(const float* g, const float* u, const int32_t* ids,
+                                                          const float* weights, int64_t I, float limit, bool clamp,
+                                                          bool official, float* h, int64_t st, int64_t r0) {
+  const int64_t r = r0 + blockIdx.y;
+  if (ids && ids[r] < 0) return;  // the whole CTA: no barrier follows
+  const float wr = weights ? weights[r] : 1.0f;
+  const float* gr = g + r * st;
+  const float* ur = u + r * st;
+  float* hr = h + r * I;
+  for (int64_t c = col_first(); c < I / V; c += col_step()) {
+    const int64_t i = c * V;
+    float gv[V], uv[V], o[V];
+    load_f<V>(gr + i, gv);
+    load_f<V>(ur + i, uv);
+#pragma unroll
+    for (int e = 0; e < V; ++e) o[e] = swiglu_elem(gv[e], uv[e], wr, limit, clamp, official);
+    store_f<V>(hr + i, o);
   }
 }
 
-// CTAs (blockIdx.x = a kCombineCols column slice, blockIdx.y = token): thread 0 orders the token's
-// valid slots by expert id (insertion sort, stable), then every thread sums its columns in that
-// order, the shared expert last. Several CTAs per token so a decode step's one token still spreads
-// over the SMs.
+// CTAs (blockIdx.x = a kCombineCols column slice, blockIdx.y = token s = r0 + blockIdx.y): thread 0
+// orders the token's valid slots by expert id (insertion sort, stable) and writes their y_slot row
+// offsets and weights to shared memory, then every thread sums its V consecutive columns (V = 4:
+// 16-byte loads) in that order — up to 8 slot rows loaded before the adds — the shared expert last:
+// per element the f32 operations of moe.cpp, in its order. Several CTAs per token so a decode step's
+// one token still spreads over the SMs.
 constexpr int64_t kCombineCols = 512;
+constexpr int kCombineBatch = 8;  // slot rows in flight per thread
+template <int V>
 __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y_slot, const int32_t* ids,
                                                                const float* weights, const float* y_shared, int K,
                                                                int64_t D, bool official, float* f,
-                                                               const int32_t* y_rows) {
+                                                               const int32_t* y_rows, int64_t r0) {
   __shared__ int order[kMaxK];
+  __shared__ int64_t row_off[kMaxK];
+  __shared__ float wt[kMaxK];
   __shared__ int n_valid;
-  const int64_t s = blockIdx.y;
+  const int64_t s = r0 + blockIdx.y;
   const int32_t* sid = ids + s * K;
   if (threadIdx.x == 0) {
     int n = 0;
@@ -755,21 +1185,77 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y_sl
       }
       order[j] = k;
     }
+    for (int t = 0; t < n; ++t) {
+      const int k = order[t];
+      row_off[t] = (y_rows ? int64_t{y_rows[s * K + k]} : s * K + k) * D;
+      wt[t] = official ? 0.0f : weights[s * K + k];  // official: unused (weights may be null)
+    }
     n_valid = n;
   }
   __syncthreads();
   const int n = n_valid;
   const int64_t d_end = (blockIdx.x + 1) * kCombineCols < D ? (blockIdx.x + 1) * kCombineCols : D;
-  for (int64_t d = blockIdx.x * kCombineCols + threadIdx.x; d < d_end; d += kThreads) {
-    float acc = 0.0f;
-    for (int t = 0; t < n; ++t) {
-      const int k = order[t];
-      const float y = y_slot[(y_rows ? int64_t{y_rows[s * K + k]} : s * K + k) * D + d];
-      acc = official ? acc + y : fmaf(weights[s * K + k], y, acc);
+  for (int64_t d = blockIdx.x * kCombineCols + int64_t{threadIdx.x} * V; d < d_end; d += int64_t{blockDim.x} * V) {
+    float sh[V], acc[V];
+    load_f<V>(y_shared + s * D + d, sh);
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = 0.0f;
+    for (int t0 = 0; t0 < n; t0 += kCombineBatch) {
+      float yv[kCombineBatch][V];
+#pragma unroll
+      for (int b = 0; b < kCombineBatch; ++b)
+        if (t0 + b < n) load_f<V>(y_slot + row_off[t0 + b] + d, yv[b]);
+#pragma unroll
+      for (int b = 0; b < kCombineBatch; ++b) {
+        if (t0 + b >= n) break;
+        const float w = wt[t0 + b];
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = official ? acc[e] + yv[b][e] : fmaf(w, yv[b][e], acc[e]);
+      }
     }
-    acc += y_shared[s * D + d];
-    f[s * D + d] = official ? round_bf16(acc) : acc;
+    float o[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float a = acc[e] + sh[e];
+      o[e] = official ? round_bf16(a) : a;
+    }
+    store_f<V>(f + s * D + d, o);
   }
+}
+
+// ---- launch helpers -------------------------------------------------------------------------
+
+// The official head norm (+ RoPE), one warp per row: 2 rows per CTA while that gives at most 1024
+// CTAs (decode's 64 heads become 32 CTAs on as many SMs), else 8.
+cudaError_t launch_head_norm_bf16(float* q, int64_t rows, int64_t n, float eps, const RopeSpan& rope,
+                                  cudaStream_t stream) {
+  constexpr int kFewWarps = 2;
+  if (rows <= int64_t{1024} * kFewWarps) {
+    const int64_t blocks = (rows + kFewWarps - 1) / kFewWarps;
+    head_norm_rope_bf16_kernel<kFewWarps><<<static_cast<unsigned>(blocks), kFewWarps * 32, 0, stream>>>(q, rows, n,
+                                                                                                       eps, rope);
+  } else {
+    const int64_t blocks = (rows + kWarps - 1) / kWarps;
+    if (blocks > INT_MAX) return cudaErrorInvalidValue;
+    head_norm_rope_bf16_kernel<kWarps><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(q, rows, n, eps, rope);
+  }
+  return cudaGetLastError();
+}
+// rms_norm_rope_kernel with rms_norm's CTA size for the row count (so its sum of squares is
+// rms_norm's).
+cudaError_t launch_rms_norm_rope(const float* x, int64_t x_stride, const float* w, int64_t rows, int64_t n, float eps,
+                                 bool bf16_out, float* out, int64_t out_stride, const RopeSpan& rope, bool fp8,
+                                 cudaStream_t stream) {
+  if (rows <= kFewRows)
+    rms_norm_rope_kernel<kBigCta><<<static_cast<unsigned>(rows), kBigCta, 0, stream>>>(x, x_stride, w, n, eps, bf16_out,
+                                                                                       out, out_stride, rope, fp8);
+  else
+    rms_norm_rope_kernel<kThreads><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+        x, x_stride, w, n, eps, bf16_out, out, out_stride, rope, fp8);
+  return cudaGetLastError();
+}
+bool rope_span_ok(int64_t n, int64_t col, int rd, const float* inv_freq) {
+  return inv_freq && rd > 0 && rd % 2 == 0 && col >= 0 && col <= n - rd;
 }
 
 }  // namespace
@@ -819,8 +1305,22 @@ cudaError_t embed(const void* table, bool is_f32, const int32_t* tokens, int64_t
   if (S == 0) return cudaSuccess;
   if (!table || !tokens || !X || D <= 0 || hc < 1 || hc > kMaxHc || !aligned(table, is_f32 ? 4 : 2))
     return cudaErrorInvalidValue;
-  embed_kernel<<<grid_for(S * hc * D), kThreads, 0, stream>>>(table, is_f32, tokens, S, D, hc, official, X);
-  return cudaGetLastError();
+  // The widest vector the shapes allow: 16-byte table loads and X stores need D a multiple of the
+  // vector and both arrays 16-byte aligned (BF16 with D % 8 == 4: 8-byte loads, V = 4).
+  const bool x16 = D % 4 == 0 && aligned(X, 16);
+  auto go = [&](auto kernel, int V) {
+    const ColGrid g = col_grid(S, D / V);
+    return for_row_chunks(S, [&](int64_t r0, unsigned n) {
+      kernel<<<dim3(g.x, n), g.threads, 0, stream>>>(table, tokens, D, hc, official, r0, X);
+    });
+  };
+  if (is_f32) {
+    if (x16 && aligned(table, 16)) return go(embed_kernel<true, 4>, 4);
+    return go(embed_kernel<true, 1>, 1);
+  }
+  if (x16 && D % 8 == 0 && aligned(table, 16)) return go(embed_kernel<false, 8>, 8);
+  if (x16 && aligned(table, 8)) return go(embed_kernel<false, 4>, 4);
+  return go(embed_kernel<false, 1>, 1);
 }
 
 cudaError_t rms_norm(const float* x, int64_t x_stride, const float* w, int64_t rows, int64_t n, float eps,
@@ -842,10 +1342,28 @@ cudaError_t head_rms_norm(float* q, int64_t rows, int64_t n, float eps, bool off
   if (rows == 0) return cudaSuccess;
   if (!q || n <= 0) return cudaErrorInvalidValue;
   if (!official) return rms_norm(q, n, nullptr, rows, n, eps, false, q, n, stream);
-  const int64_t blocks = (rows + kWarps - 1) / kWarps;
-  if (blocks > INT_MAX) return cudaErrorInvalidValue;
-  head_rms_norm_bf16_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(q, rows, n, eps);
-  return cudaGetLastError();
+  return launch_head_norm_bf16(q, rows, n, eps, RopeSpan{}, stream);
+}
+
+cudaError_t head_rms_norm_rope(float* q, int64_t rows, int64_t n, float eps, bool official, int64_t col, int rd,
+                               const float* inv_freq, int64_t p0, int64_t rows_per_position, cudaStream_t stream) {
+  if (rows < 0 || rows > INT_MAX) return cudaErrorInvalidValue;
+  if (rows == 0) return cudaSuccess;
+  if (!q || n <= 0 || !rope_span_ok(n, col, rd, inv_freq) || rows_per_position <= 0) return cudaErrorInvalidValue;
+  const RopeSpan rope{col, rd / 2, inv_freq, p0, rows_per_position};
+  if (official) return launch_head_norm_bf16(q, rows, n, eps, rope, stream);
+  return launch_rms_norm_rope(q, n, nullptr, rows, n, eps, false, q, n, rope, false, stream);
+}
+
+cudaError_t kv_norm_rope_fp8(const float* x, int64_t x_stride, const float* w, int64_t S, int64_t n, float eps,
+                             bool official, int64_t col, int rd, const float* inv_freq, int64_t p0, float* out,
+                             int64_t out_stride, cudaStream_t stream) {
+  if (S < 0 || S > INT_MAX) return cudaErrorInvalidValue;
+  if (S == 0) return cudaSuccess;
+  if (!x || !out || n <= 0 || x_stride < n || out_stride < n || !rope_span_ok(n, col, rd, inv_freq))
+    return cudaErrorInvalidValue;
+  const RopeSpan rope{col, rd / 2, inv_freq, p0, 1};
+  return launch_rms_norm_rope(x, x_stride, w, S, n, eps, official, out, out_stride, rope, official, stream);
 }
 
 cudaError_t rope(float* v, int64_t rows, int64_t stride, int64_t col, int rd, const float* inv_freq, int64_t p0,
@@ -872,6 +1390,31 @@ cudaError_t hc_pre(const HcParams& p, const float* X, int64_t S, float* x_out, f
   return cudaGetLastError();
 }
 
+cudaError_t hc_pre_collapse(const HcParams& p, const float* X, int64_t S, float* x_out, double* mix_out,
+                            cudaStream_t stream) {
+  if (S < 0 || S > INT_MAX) return cudaErrorInvalidValue;
+  if (S == 0) return cudaSuccess;
+  if (!hc_params_ok(p) || !p.partials || !X || !x_out || !mix_out) return cudaErrorInvalidValue;
+  if (S <= kFewRows)  // hc_pre's kBigCta CTA per token, as a cluster
+    hc_pre_collapse_cluster_kernel<<<dim3(kHcCluster, static_cast<unsigned>(S)), kHcClusterThreads, 0, stream>>>(
+        p, X, x_out, mix_out);
+  else
+    hc_pre_collapse_kernel<kThreads><<<static_cast<unsigned>(S), kThreads, 0, stream>>>(p, X, x_out, mix_out);
+  return cudaGetLastError();
+}
+
+cudaError_t hc_pre_sinkhorn(const HcParams& p, const double* mix, int64_t S, float* post, float* comb,
+                            cudaStream_t stream, bool serial) {
+  if (S < 0) return cudaErrorInvalidValue;
+  if (S == 0) return cudaSuccess;
+  if (!p.base || !p.scale || p.hc < 1 || p.hc > kMaxHc || p.sinkhorn_iters < 0 || !mix || !post || !comb)
+    return cudaErrorInvalidValue;
+  const int64_t blocks = (S + kSinkWarps - 1) / kSinkWarps;
+  if (blocks > INT_MAX) return cudaErrorInvalidValue;
+  hc_pre_sinkhorn_kernel<<<static_cast<unsigned>(blocks), kSinkWarps * 32, 0, stream>>>(p, mix, S, post, comb, serial);
+  return cudaGetLastError();
+}
+
 cudaError_t hc_post(const HcParams& p, const float* y, const float* R, const float* post, const float* comb,
                     int64_t S, float* X_new, cudaStream_t stream) {
   if (S < 0) return cudaErrorInvalidValue;
@@ -879,8 +1422,20 @@ cudaError_t hc_post(const HcParams& p, const float* y, const float* R, const flo
   if (!y || !R || !post || !comb || !X_new || p.hc < 1 || p.hc > kMaxHc || p.D <= 0) return cudaErrorInvalidValue;
   const int64_t n = S * p.hc * p.D;
   if (X_new < R + n && R < X_new + n) return cudaErrorInvalidValue;  // X_new must not alias R
-  hc_post_kernel<<<grid_for(n), kThreads, 0, stream>>>(p.hc, p.D, p.official, y, R, post, comb, S, X_new);
-  return cudaGetLastError();
+  // 16-byte vectors where D % 4 == 0 and y, R, X_new are 16-byte aligned; hc 2 and 4 (the
+  // model's) with post / comb / R in registers.
+  const bool vec = p.D % 4 == 0 && aligned(y, 16) && aligned(R, 16) && aligned(X_new, 16);
+  auto go = [&](auto kernel, int V) {
+    const ColGrid g = col_grid(S, p.D / V);
+    return for_row_chunks(S, [&](int64_t r0, unsigned rows) {
+      kernel<<<dim3(g.x, rows), g.threads, 0, stream>>>(p.hc, p.D, p.official, y, R, post, comb, r0, X_new);
+    });
+  };
+  switch (p.hc) {
+    case 4: return vec ? go(hc_post_kernel<4, 4>, 4) : go(hc_post_kernel<4, 1>, 1);
+    case 2: return vec ? go(hc_post_kernel<2, 4>, 4) : go(hc_post_kernel<2, 1>, 1);
+    default: return vec ? go(hc_post_kernel<0, 4>, 4) : go(hc_post_kernel<0, 1>, 1);
+  }
 }
 
 cudaError_t hc_head(const HcParams& p, const float* X, int64_t S, float* h, cudaStream_t stream) {
@@ -912,8 +1467,16 @@ cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const flo
   if (!g || !u || !h || I <= 0 || (clamp && !(limit > 0.0f))) return cudaErrorInvalidValue;
   const int64_t st = gu_stride ? gu_stride : I;
   if (st < I) return cudaErrorInvalidValue;
-  swiglu_kernel<<<grid_for(rows * I), kThreads, 0, stream>>>(g, u, ids, weights, rows, I, limit, clamp, official, h, st);
-  return cudaGetLastError();
+  // 16-byte vectors where the rows allow (I and the g / u row stride multiples of 4, 16-byte
+  // aligned arrays).
+  const bool vec = I % 4 == 0 && st % 4 == 0 && aligned(g, 16) && aligned(u, 16) && aligned(h, 16);
+  auto go = [&](auto kernel, int V) {
+    const ColGrid cg = col_grid(rows, I / V);
+    return for_row_chunks(rows, [&](int64_t r0, unsigned n) {
+      kernel<<<dim3(cg.x, n), cg.threads, 0, stream>>>(g, u, ids, weights, I, limit, clamp, official, h, st, r0);
+    });
+  };
+  return vec ? go(swiglu_kernel<4>, 4) : go(swiglu_kernel<1>, 1);
 }
 
 cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* weights, const float* y_shared, int64_t S,
@@ -924,14 +1487,18 @@ cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* we
     return cudaErrorInvalidValue;
   const int64_t slices = (D + kCombineCols - 1) / kCombineCols;
   if (slices > INT_MAX) return cudaErrorInvalidValue;
-  for (int64_t s0 = 0; s0 < S; s0 += 65535) {  // grid.y holds at most 65535 tokens per launch
-    const int64_t n = S - s0 < 65535 ? S - s0 : 65535;
-    moe_combine_kernel<<<dim3(static_cast<unsigned>(slices), static_cast<unsigned>(n)), kThreads, 0, stream>>>(
-        y_rows ? y_slot : y_slot + s0 * K * D, ids + s0 * K, weights ? weights + s0 * K : nullptr, y_shared + s0 * D, K,
-        D, official, f + s0 * D, y_rows ? y_rows + s0 * K : nullptr);
-    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  }
-  return cudaGetLastError();
+  // 16-byte vectors (kCombineCols / 4 = 128 threads per slice) where D % 4 == 0 and the arrays are
+  // 16-byte aligned, else 256 threads of single columns.
+  const bool vec = D % 4 == 0 && aligned(y_slot, 16) && aligned(y_shared, 16) && aligned(f, 16);
+  return for_row_chunks(S, [&](int64_t r0, unsigned n) {
+    const dim3 grid(static_cast<unsigned>(slices), n);
+    if (vec)
+      moe_combine_kernel<4><<<grid, static_cast<int>(kCombineCols / 4), 0, stream>>>(y_slot, ids, weights, y_shared,
+                                                                                    K, D, official, f, y_rows, r0);
+    else
+      moe_combine_kernel<1><<<grid, kThreads, 0, stream>>>(y_slot, ids, weights, y_shared, K, D, official, f, y_rows,
+                                                          r0);
+  });
 }
 
 }  // namespace dsv4::cuda

@@ -69,7 +69,8 @@ HcParams CudaBackend::hc_params(const DevHc& h) const {
 
 // y[rows, w.out] = x[rows, w.in] · Wᵀ; quant: FP8 1×128 activation quantisation (official FP8 /
 // FP4 linears); bf16: bf16 output.
-void CudaBackend::lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16) {
+void CudaBackend::lin(const WeightView& w, const float* x, int64_t rows, float* y, bool quant, bool bf16,
+                      cudaStream_t on) {
   LinearArgs a;
   a.w = w;
   a.x = x;
@@ -79,19 +80,22 @@ void CudaBackend::lin(const WeightView& w, const float* x, int64_t rows, float* 
   a.rows = rows;
   a.quant_act = quant;
   a.bf16_out = bf16;
-  run_linear(a);
+  run_linear(a, on);
 }
 
 // Prefill chunks (official numerics, ≥ kGemmMinRows rows): cuBLASLt over the exactly dequantised
 // weight (lib/cuda/gemm.hpp; F32 weights stay on linear); its scratch dies with the call.
-void CudaBackend::run_linear(const LinearArgs& a) {
+void CudaBackend::run_linear(const LinearArgs& a_in, cudaStream_t on) {
+  LinearArgs a = a_in;
+  a.no_small_mma = no_small_mma_;
   if (gemm_ && a.rows >= kGemmMinRows && !a.expert_ids) {
+    if (on) fail(Status::internal, "cuda backend: a GEMM-path linear asked for on a side stream");
     const Workspace::Mark m = ws_.mark();
     const bool done = gemm_->linear(a, ws_, stream());
     ws_.rewind(m);
     if (done) return;
   }
-  DSV4_CUDA_CHECK(linear(a, stream()));
+  DSV4_CUDA_CHECK(linear(a, on ? on : stream()));
 }
 
 // The routed experts of a prefill chunk on the tensor cores: the S·K slots grouped by expert (a
@@ -184,13 +188,28 @@ void CudaBackend::decoder_block(const DevLayer& L, size_t slot, DevSequence& st,
   float* y = ws_.get<float>(static_cast<size_t>(S * D));
   float* post = ws_.get<float>(static_cast<size_t>(S * hc));
   float* comb = ws_.get<float>(static_cast<size_t>(S * hc * hc));
+  bool forked = false;  // post / comb still being written on the side stream
   auto pre = [&](const DevHc& hw, const float* norm_w) {
     HcParams hp = hc_params(hw);
     hp.partials = hc_partials(hw, X, S);
-    DSV4_CUDA_CHECK(hc_pre(hp, X, S, x, post, comb, stream()));
+    if (hc_fork_ && hp.partials) {
+      // The collapse (what the block needs next) here; the Sinkhorn (post / comb, needed only at
+      // hc_post) on the side stream, overlapping the attention / MoE it brackets.
+      double* mix = ws_.get<double>(static_cast<size_t>(S * (2 + hc) * hc));
+      DSV4_CUDA_CHECK(hc_pre_collapse(hp, X, S, x, mix, stream()));
+      DSV4_CUDA_CHECK(cudaEventRecord(fork_ev_->get(), stream()));
+      DSV4_CUDA_CHECK(cudaStreamWaitEvent(side_->get(), fork_ev_->get(), 0));
+      DSV4_CUDA_CHECK(hc_pre_sinkhorn(hp, mix, S, post, comb, side_->get()));
+      DSV4_CUDA_CHECK(cudaEventRecord(join_ev_->get(), side_->get()));
+      forked = true;
+    } else {
+      DSV4_CUDA_CHECK(hc_pre(hp, X, S, x, post, comb, stream()));
+    }
     DSV4_CUDA_CHECK(rms_norm(x, D, norm_w, S, D, eps, official_, x, D, stream()));
   };
   auto post_mix = [&](const DevHc& hw) {
+    if (forked) DSV4_CUDA_CHECK(cudaStreamWaitEvent(stream(), join_ev_->get(), 0));
+    forked = false;
     DSV4_CUDA_CHECK(hc_post(hc_params(hw), y, X, post, comb, S, Xn, stream()));
     std::swap(X, Xn);
   };
@@ -220,24 +239,36 @@ void CudaBackend::attention(const DevLayer& L, size_t slot, DevSequence& st, con
   float* qr = ws_.get<float>(static_cast<size_t>(S * qlr));
   float* q = ws_.get<float>(static_cast<size_t>(S * H * hd));
   float* kv = ws_.get<float>(static_cast<size_t>(S * hd));
+  // §3.5.2 the single shared K=V head: kv_norm, RoPE, then (official) the FP8 simulation of the
+  // non-rope dims (§5.2) — one launch where fused.
+  auto kv_path = [&](const float* raw, int64_t raw_stride) {
+    if (fuse_) {
+      DSV4_CUDA_CHECK(kv_norm_rope_fp8(raw, raw_stride, L.kv_norm, S, hd, eps, off, hd - rd, static_cast<int>(rd),
+                                       inv, p0, kv, hd, s));
+      return;
+    }
+    DSV4_CUDA_CHECK(rms_norm(raw, raw_stride, L.kv_norm, S, hd, eps, off, kv, hd, s));
+    DSV4_CUDA_CHECK(rope(kv, S, hd, hd - rd, static_cast<int>(rd), inv, p0, 1, false, off, s));
+    if (off) DSV4_CUDA_CHECK(kv_fp8_simulate(kv, S, hd, hd - rd, s));
+  };
   if (L.has_wqkv) {  // wq_a|wkv stored as one weight: one launch, then each norm reads its columns
     float* qkv = ws_.get<float>(static_cast<size_t>(S * (qlr + hd)));
     lin(L.wqkv, x, S, qkv, off, off);
     DSV4_CUDA_CHECK(rms_norm(qkv, qlr + hd, L.q_norm, S, qlr, eps, off, qr, qlr, s));
-    DSV4_CUDA_CHECK(rms_norm(qkv + qlr, qlr + hd, L.kv_norm, S, hd, eps, off, kv, hd, s));
+    kv_path(qkv + qlr, qlr + hd);
   } else {
     lin(L.wq_a, x, S, qr, off, off);
     DSV4_CUDA_CHECK(rms_norm(qr, qlr, L.q_norm, S, qlr, eps, off, qr, qlr, s));
     lin(L.wkv, x, S, kv, off, off);
-    DSV4_CUDA_CHECK(rms_norm(kv, hd, L.kv_norm, S, hd, eps, off, kv, hd, s));
+    kv_path(kv, hd);
   }
   lin(L.wq_b, qr, S, q, off, off);
-  DSV4_CUDA_CHECK(head_rms_norm(q, S * H, hd, eps, off, s));
-  DSV4_CUDA_CHECK(rope(q, S * H, hd, hd - rd, static_cast<int>(rd), inv, p0, H, false, off, s));
-
-  // §3.5.2 the single shared K=V head (projected and normalised above).
-  DSV4_CUDA_CHECK(rope(kv, S, hd, hd - rd, static_cast<int>(rd), inv, p0, 1, false, off, s));
-  if (off) DSV4_CUDA_CHECK(kv_fp8_simulate(kv, S, hd, hd - rd, s));  // §5.2: non-rope dims only
+  if (fuse_) {
+    DSV4_CUDA_CHECK(head_rms_norm_rope(q, S * H, hd, eps, off, hd - rd, static_cast<int>(rd), inv, p0, H, s));
+  } else {
+    DSV4_CUDA_CHECK(head_rms_norm(q, S * H, hd, eps, off, s));
+    DSV4_CUDA_CHECK(rope(q, S * H, hd, hd - rd, static_cast<int>(rd), inv, p0, H, false, off, s));
+  }
 
   // §3.5.5 / §3.5.6 compressed keys: the whole chunk first (append-only; each query looks only at
   // the entries visible at its own position).
@@ -364,6 +395,32 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   const bool off = official_;
   cudaStream_t s = stream();
 
+  // The shared expert, unclamped (the official semantics), added last by moe_combine. Decode-size
+  // chunks run it on the second side stream, beside the router and the routed experts (both only
+  // read x; neither saturates HBM alone at one token).
+  float* ysh = ws_.get<float>(static_cast<size_t>(S * D));
+  const bool fork = moe_fork_ && S < kGemmMinRows;
+  cudaStream_t ss = fork ? side2_->get() : s;
+  if (fork) {
+    DSV4_CUDA_CHECK(cudaEventRecord(fork2_ev_->get(), s));
+    DSV4_CUDA_CHECK(cudaStreamWaitEvent(ss, fork2_ev_->get(), 0));
+  }
+  {
+    float* gs = ws_.get<float>(static_cast<size_t>(S * Is));
+    if (L.has_sh_w13) {
+      float* gus = ws_.get<float>(static_cast<size_t>(S * 2 * Is));
+      lin(L.sh_w13, x, S, gus, off, off, fork ? ss : nullptr);
+      DSV4_CUDA_CHECK(swiglu(gus, gus + Is, nullptr, nullptr, S, Is, 0.0f, false, off, gs, ss, 2 * Is));
+    } else {
+      float* us = ws_.get<float>(static_cast<size_t>(S * Is));
+      lin(L.sh_w1, x, S, gs, off, off, fork ? ss : nullptr);
+      lin(L.sh_w3, x, S, us, off, off, fork ? ss : nullptr);
+      DSV4_CUDA_CHECK(swiglu(gs, us, nullptr, nullptr, S, Is, 0.0f, false, off, gs, ss));
+    }
+    lin(L.sh_w2, gs, S, ysh, off, off, fork ? ss : nullptr);
+  }
+  if (fork) DSV4_CUDA_CHECK(cudaEventRecord(join2_ev_->get(), ss));
+
   // Router: sqrt-softplus scores, hash or biased top-K selection, renormalised weights × scale.
   int32_t* ids = ws_.get<int32_t>(static_cast<size_t>(S * K));
   float* wts = ws_.get<float>(static_cast<size_t>(S * K));
@@ -430,20 +487,7 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
     expert_lin(E.w2, E.w2_data_stride, E.w2_scale_stride, g, nullptr, ys);
   }
 
-  // The shared expert, unclamped (the official semantics), added last.
-  float* ysh = ws_.get<float>(static_cast<size_t>(S * D));
-  float* gs = ws_.get<float>(static_cast<size_t>(S * Is));
-  if (L.has_sh_w13) {
-    float* gus = ws_.get<float>(static_cast<size_t>(S * 2 * Is));
-    lin(L.sh_w13, x, S, gus, off, off);
-    DSV4_CUDA_CHECK(swiglu(gus, gus + Is, nullptr, nullptr, S, Is, 0.0f, false, off, gs, s, 2 * Is));
-  } else {
-    float* us = ws_.get<float>(static_cast<size_t>(S * Is));
-    lin(L.sh_w1, x, S, gs, off, off);
-    lin(L.sh_w3, x, S, us, off, off);
-    DSV4_CUDA_CHECK(swiglu(gs, us, nullptr, nullptr, S, Is, 0.0f, false, off, gs, s));
-  }
-  lin(L.sh_w2, gs, S, ysh, off, off);
+  if (fork) DSV4_CUDA_CHECK(cudaStreamWaitEvent(s, join2_ev_->get(), 0));
   DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, ysh, S, K, D, off, f, s, y_rows));
 }
 

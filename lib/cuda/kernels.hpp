@@ -43,6 +43,8 @@ struct LinearArgs {
   bool no_vec = false;
   // Kill switch of linear_small alone (the vectorised and scalar paths stay).
   bool no_small = false;
+  // Kill switch of linear_small_mma (official FP8 linears of ≤ 8 rows on the tensor cores).
+  bool no_small_mma = false;
 };
 cudaError_t linear(const LinearArgs& a, cudaStream_t stream);
 
@@ -52,6 +54,14 @@ cudaError_t linear(const LinearArgs& a, cudaStream_t stream);
 // paths when it returns cudaErrorNotSupported (a shape or alignment it does not take).
 inline constexpr int64_t kLinearSmallMaxRows = 16;
 cudaError_t linear_small(const LinearArgs& a, cudaStream_t stream);
+
+// ---- linear_small_mma.cu: official FP8 linears of 1..8 rows on the tensor cores ----
+// Same contract as linear_small for a.w FP8 with 128×128 scale blocks, a.quant_act, no expert ids
+// and no out_group, in % 128 == 0, in ≤ 8192, out % 16 == 0 (else cudaErrorNotSupported before any
+// launch): per 128-input block the exact products qx·qw summed by the tensor cores, promoted × sx·sw
+// into the f32 result (DeepSeek's FP8 GEMM scheme); within linear's f32 summation bound, not its
+// bits. linear_small calls it first unless a.no_small_mma.
+cudaError_t linear_small_mma(const LinearArgs& a, cudaStream_t stream);
 
 // ---- embedding (spec §3.1): X[s, j, :] = embed[tokens[s]] for every HC stream j < hc ----
 // table: [vocab, D] BF16 (is_f32 false) or F32; tokens int32 [S] on the device, already checked
@@ -75,6 +85,19 @@ cudaError_t head_rms_norm(float* q, int64_t rows, int64_t n, float eps, bool off
 cudaError_t rope(float* v, int64_t rows, int64_t stride, int64_t col, int rd, const float* inv_freq, int64_t p0,
                  int64_t rows_per_position, bool inverse, bool bf16_out, cudaStream_t stream);
 
+// ---- fused query / KV epilogues: one launch each, bit-identical to the launches they replace ----
+// head_rms_norm(q, rows, n, eps, official), then rope(q, rows, n, col, rd, inv_freq, p0,
+// rows_per_position, /*inverse*/ false, /*bf16_out*/ official). Needs col + rd ≤ n.
+cudaError_t head_rms_norm_rope(float* q, int64_t rows, int64_t n, float eps, bool official, int64_t col, int rd,
+                               const float* inv_freq, int64_t p0, int64_t rows_per_position, cudaStream_t stream);
+// rms_norm(x, x_stride, w, S, n, eps, /*bf16_out*/ official, out, out_stride), then rope(out, S,
+// out_stride, col, rd, inv_freq, p0, 1, false, official), then in official numerics
+// kv_fp8_simulate(out, S, out_stride, col) (the non-rope dims). Needs col + rd ≤ n; w may be null;
+// in place (out == x, same stride) allowed.
+cudaError_t kv_norm_rope_fp8(const float* x, int64_t x_stride, const float* w, int64_t S, int64_t n, float eps,
+                             bool official, int64_t col, int rd, const float* inv_freq, int64_t p0, float* out,
+                             int64_t out_stride, cudaStream_t stream);
+
 // ---- hyper-connections (lib/cpu/hc.cpp; spec §3.2.1, §3.2.2, §3.7), one CTA per token ----
 // HC weights on the device: fn f32 [mix, hc·D], base f32 [mix], scale f32 [3] (block) / [1] (head).
 struct HcParams {
@@ -94,6 +117,19 @@ struct HcParams {
 // X [S, hc, D] → x_out [S, D], post [S, hc], comb [S, hc, hc] (row j = source stream).
 cudaError_t hc_pre(const HcParams& p, const float* X, int64_t S, float* x_out, float* post, float* comb,
                    cudaStream_t stream);
+// hc_pre in two launches, so that its Sinkhorn (a serial chain on one warp) can run on a side stream
+// while the block goes on (post / comb are needed only at hc_post); together they give hc_pre's
+// results bit for bit. Both take what hc_pre computes from p.partials.
+// hc_pre_collapse: mix_out [S, (2+hc)·hc] = hc_pre's mixes m (double: Σ_j partials · 1/rms of the
+// token's hc·D values) and x_out [S, D] = hc_pre's x_out. Requires p.partials (else
+// cudaErrorInvalidValue). At S ≤ 16 a cluster of 8 CTAs per token.
+cudaError_t hc_pre_collapse(const HcParams& p, const float* X, int64_t S, float* x_out, double* mix_out,
+                            cudaStream_t stream);
+// hc_pre_sinkhorn: post [S, hc] and comb [S, hc, hc] = hc_pre's, from hc_pre_collapse's mix_out; uses
+// p.base, p.scale, p.hc, p.sinkhorn_iters and p.hc_eps. One warp per token. serial: kill switch of
+// the one-warp Sinkhorn (hc·hc ≤ 32) — one thread for every hc, the same bits (tests compare both).
+cudaError_t hc_pre_sinkhorn(const HcParams& p, const double* mix, int64_t S, float* post, float* comb,
+                            cudaStream_t stream, bool serial = false);
 // X_new[s, k] = post[s, k]·y[s] + Σ_j comb[s, j, k]·R[s, j]; X_new must not alias R.
 cudaError_t hc_post(const HcParams& p, const float* y, const float* R, const float* post, const float* comb,
                     int64_t S, float* X_new, cudaStream_t stream);

@@ -6,12 +6,12 @@
 // R input rows it stages (FP8 1×128 quantise-dequantised when asked) once into shared memory and
 // reuses for all its tiles (restaged only when a tile enters another out_group group). A warp
 // streams its C weight rows over the slice with 16-byte non-coherent loads, lane l taking chunks
-// l, l+32, ... (each warp-wide load is 512 contiguous bytes of a row), U·C loads in flight per lane,
-// and applies every decoded weight to all R rows (each weight byte is read once for all rows).
+// l, l+32, ... (each warp-wide load is 512 contiguous bytes of a row), U·C loads per lane per round
+// with the next round's (of this tile or the next) requested before this one is computed, and applies every decoded weight to all R rows (each weight byte is read once for all rows).
 // Decoding: e4m3 pairs with the hardware cvt (e4m3x2 → f16x2, exact) then f16 → f32 (exact);
 // e2m1 by shifts to e4m3 bytes worth value·2⁻⁶ (exact; 2⁶ rides on the scale), then as e4m3;
-// bf16 by shifts. The weight is multiplied by its power-of-two block scale in f32 — the very
-// product WeightView::at computes — so every weight is exactly the dequantised one.
+// bf16 by shifts. The weight is multiplied by its power-of-two block scale in f32 per 16-byte chunk
+// (kFold) or per weight — either way each product is the very x·WeightView::at.
 // Split-K: when one CTA's K slice cannot hold all of K (R rows × K f32 over 96 KB) or when the
 // output is too small to keep every SM busy, SC ≤ 8 CTAs of a thread-block cluster take one K
 // slice each of the same tiles; their per-output partials meet in distributed shared memory and
@@ -66,6 +66,7 @@ struct Params {
   int64_t y_stride;
   int64_t in, row_bytes, scale_cols;
   int block_out, block_in;
+  int out_shift, chunk_shift;    // log2(block_out), log2(block_in / E) where powers of two, else -1
   int rows;                      // rows of the launch (expert mode: one per grid z)
   int group_out, tiles_per_group, tiles, tiles_per_cta;
   int kl, sc;                    // K slice per CTA (multiple of 128), CTAs per cluster
@@ -151,6 +152,9 @@ __device__ __forceinline__ void decode_quad(const uint4& c, int q, float (&v)[4]
   }
 }
 
+// (Measured 2026-12-02: an integer-shift decode of e4m3 / e2m1 — fewer conversion-pipe
+// instructions, more ALU ones — was slower on every shape: the cvt path stays. FP8 linears with
+// quantised activations take linear_small_mma, on the tensor cores, where it applies.)
 // Stages R rows of the K slice [k0, k0 + len) into xs ([R][kl], swizzled); rows ≥ nr are zeros.
 // FP8 1×128 quantise-dequantise when quant (spec §5.1, fp8_act_quant_dequant's formula; k0 is a
 // multiple of 128, so the blocks are the input row's blocks): one warp per block.
@@ -171,7 +175,28 @@ __device__ void stage_rows(const Params& p, int64_t row0, int nr, int64_t col0, 
     return;
   }
   const int nblk = (len + 127) / 128;
-  for (int t = warp; t < R * nblk; t += kWarps) {
+  // kT blocks per warp per pass with all their loads issued first (one L2 latency per pass, not
+  // one per block).
+  constexpr int kT = 2;
+  for (int t0 = warp; t0 < R * nblk; t0 += kWarps * kT) {
+    float vv[kT][4];
+#pragma unroll
+    for (int u = 0; u < kT; ++u) {
+      const int t = t0 + u * kWarps;
+      const int r = t / nblk, b = (t % nblk) * 128;
+      const bool live = t < R * nblk && r < nr;
+      const float* src = nullptr;
+      if (live) src = p.x + (p.x_rows ? int64_t{p.x_rows[row0 + r]} : row0 + r) * p.x_stride + col0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int i = b + lane + 32 * j;
+        vv[u][j] = live && i < len ? src[i] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kT; ++u) {
+    const int t = t0 + u * kWarps;
+    if (t >= R * nblk) break;  // uniform over the warp
     const int r = t / nblk, b = (t % nblk) * 128;
     float* dst = xs + r * p.kl;
     if (r >= nr) {
@@ -179,12 +204,9 @@ __device__ void stage_rows(const Params& p, int64_t row0, int nr, int64_t col0, 
         if (b + lane + 32 * j < len) dst[b + lane + 32 * j] = 0.0f;
       continue;
     }
-    const int64_t xr = p.x_rows ? int64_t{p.x_rows[row0 + r]} : row0 + r;
-    const float* src = p.x + xr * p.x_stride + col0;
     float v[4], amax = 0.0f;
     for (int j = 0; j < 4; ++j) {
-      const int i = b + lane + 32 * j;
-      v[j] = i < len ? src[i] : 0.0f;
+      v[j] = vv[u][j];
       const float a = fabsf(v[j]);
       amax = a > amax ? a : amax;
     }
@@ -197,6 +219,7 @@ __device__ void stage_rows(const Params& p, int64_t row0, int nr, int64_t col0, 
       q = q > 448.0f ? 448.0f : (q < -448.0f ? -448.0f : q);
       dst[swz_index<E>(i)] = e4m3_to_f32(f32_to_e4m3(q)) * s;
     }
+    }
   }
 }
 
@@ -205,6 +228,7 @@ __device__ void stage_rows(const Params& p, int64_t row0, int nr, int64_t col0, 
 template <WeightFormat F, int R, int C, int U>
 __global__ void __launch_bounds__(kThreads, 2) linear_small_kernel(const __grid_constant__ Params p) {
   constexpr int E = kE<F>, Q = E / 4, TO = kWarps * C;
+  constexpr bool kFold = kScaled<F> && R <= 2;  // see the chunk loop
   extern __shared__ __align__(16) float smem[];
   float* xs = smem;                  // [R][kl]
   float* red = smem + R * p.kl;      // [2][TO * R] split-K partials
@@ -226,90 +250,133 @@ __global__ void __launch_bounds__(kThreads, 2) linear_small_kernel(const __grid_
   const int64_t k0 = int64_t{rank} * p.kl;
   const int len = static_cast<int>(p.in - k0 < p.kl ? p.in - k0 : p.kl);
   const int nch = static_cast<int>(bytes_of<F>(len) / 16);
+  const int k0_chunks = static_cast<int>(k0 / E);  // k0 is a multiple of 128
   const int sw = swz<E>(lane);
 
   const int t_begin = blockIdx.y * p.tiles_per_cta;
   const int t_end = t_begin + p.tiles_per_cta < p.tiles ? t_begin + p.tiles_per_cta : p.tiles;
-  int staged_g = -1, buf = 0;
-  for (int t = t_begin; t < t_end; ++t) {
+  // The CTA's work as a flat run of steps (tile, round): a round is U chunks per weight row per
+  // lane. The weights of step s + 1 are requested before step s is computed (and those of step 0
+  // before the input rows are staged), so a warp's loads stay in flight across rounds and tiles
+  // instead of one DRAM latency per round.
+  const int rounds = nch > 0 ? (nch + 32 * U - 1) / (32 * U) : 1;
+  const int nsteps = t_end > t_begin ? (t_end - t_begin) * rounds : 0;
+  auto load_step = [&](int step, uint4 (&wv)[U][C], uint32_t (&sc8)[U][C]) {
+    const int t = t_begin + step / rounds, i = step % rounds;
     const int g = t / p.tiles_per_group;
     const int64_t o_end = int64_t{g + 1} * p.group_out;
     const int64_t o0 = int64_t{g} * p.group_out + int64_t{t % p.tiles_per_group} * TO;
-    if (g != staged_g) {
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      int64_t o = o0 + warp * C + c;
+      o = o < o_end ? o : o_end - 1;  // surplus rows read a valid row, never write
+      const uint8_t* wrow = data + o * p.row_bytes + bytes_of<F>(k0);
+      const uint8_t* srow = nullptr;
+      // Integer divisions cost tens of instructions: shifts where the block sizes are powers of
+      // two (the checkpoint's 128 and 32 always are).
+      if constexpr (F == WeightFormat::fp8)
+        srow = scale + (p.out_shift >= 0 ? o >> p.out_shift : o / p.block_out) * p.scale_cols;
+      else if constexpr (F == WeightFormat::fp4) srow = scale + o * p.scale_cols;
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int ch = lane + 32 * (U * i + u);
+        wv[u][c] = ch < nch ? ldg_stream(wrow + int64_t{ch} * 16) : make_uint4(0, 0, 0, 0);
+        if constexpr (kScaled<F>) {
+          const int kc = k0_chunks + ch;  // chunk index along the whole row
+          sc8[u][c] = ch < nch ? __ldg(srow + (p.chunk_shift >= 0 ? kc >> p.chunk_shift : kc / (p.block_in / E))) : 127u;
+        } else {
+          sc8[u][c] = 0u;
+        }
+      }
+    }
+  };
+
+  uint4 wv[U][C];
+  uint32_t sc8[U][C];
+  if (nsteps > 0) load_step(0, wv, sc8);
+  float acc[C][R];
+#pragma unroll
+  for (int c = 0; c < C; ++c)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[c][r] = 0.0f;
+  int staged_g = -1, buf = 0;
+  for (int step = 0; step < nsteps; ++step) {
+    const int t = t_begin + step / rounds, i = step % rounds;
+    const int g = t / p.tiles_per_group;
+    const int64_t o_end = int64_t{g + 1} * p.group_out;
+    const int64_t o0 = int64_t{g} * p.group_out + int64_t{t % p.tiles_per_group} * TO;
+    if (g != staged_g) {  // uniform over the CTA (a function of step only)
       __syncthreads();  // the previous group's rows are consumed
       stage_rows<E, R>(p, row0, nr, int64_t{g} * p.in + k0, len, xs);
       __syncthreads();
       staged_g = g;
     }
+    uint4 wn[U][C];
+    uint32_t sn[U][C];
+    if (step + 1 < nsteps) load_step(step + 1, wn, sn);
 
-    const uint8_t* wrow[C];
-    const uint8_t* srow[C];
 #pragma unroll
-    for (int c = 0; c < C; ++c) {
-      int64_t o = o0 + warp * C + c;
-      o = o < o_end ? o : o_end - 1;  // surplus rows read a valid row, never write
-      wrow[c] = data + o * p.row_bytes + bytes_of<F>(k0);
-      if constexpr (F == WeightFormat::fp8) srow[c] = scale + (o / p.block_out) * p.scale_cols;
-      else if constexpr (F == WeightFormat::fp4) srow[c] = scale + o * p.scale_cols;
-      else srow[c] = nullptr;
-    }
-
-    float acc[C][R];
+    for (int u = 0; u < U; ++u) {
+      const int ch = lane + 32 * (U * i + u);
+      if (ch >= nch) break;  // only the last round of a warp's slice
+      float s[C];
 #pragma unroll
-    for (int c = 0; c < C; ++c)
-#pragma unroll
-      for (int r = 0; r < R; ++r) acc[c][r] = 0.0f;
-
-    for (int ch0 = lane; ch0 < nch; ch0 += 32 * U) {
-      uint4 wv[U][C];
-      uint32_t sc8[U][C];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int ch = ch0 + 32 * u;
-#pragma unroll
-        for (int c = 0; c < C; ++c) {
-          wv[u][c] = ch < nch ? ldg_stream(wrow[c] + int64_t{ch} * 16) : make_uint4(0, 0, 0, 0);
-          if constexpr (kScaled<F>) sc8[u][c] = ch < nch ? __ldg(srow[c] + (k0 + int64_t{ch} * E) / p.block_in) : 127u;
-        }
+      for (int c = 0; c < C; ++c) {
+        if constexpr (F == WeightFormat::fp8) s[c] = e8m0_to_f32(static_cast<uint8_t>(sc8[u][c]));
+        else if constexpr (F == WeightFormat::fp4) s[c] = e8m0_to_f32(static_cast<uint8_t>(sc8[u][c])) * 64.0f;
+        else s[c] = 1.0f;
       }
+      const float* xc = xs + ch * E;
+      // kFold: the chunk's products summed before its block scale is applied (one multiply-add per
+      // chunk instead of one multiply per weight; the scale is a power of two, so each product is
+      // the same as with the scaled weight — only the f32 summation is grouped per chunk).
+      float part[C][R];
 #pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int ch = ch0 + 32 * u;
-        if (ch >= nch) break;  // only the last round of a warp's slice
-        float s[C];
+      for (int c = 0; c < C; ++c)
+#pragma unroll
+        for (int r = 0; r < R; ++r) part[c][r] = 0.0f;
+#pragma unroll
+      for (int q = 0; q < Q; ++q) {
+        float wf[C][4];
 #pragma unroll
         for (int c = 0; c < C; ++c) {
-          if constexpr (F == WeightFormat::fp8) s[c] = e8m0_to_f32(static_cast<uint8_t>(sc8[u][c]));
-          else if constexpr (F == WeightFormat::fp4) s[c] = e8m0_to_f32(static_cast<uint8_t>(sc8[u][c])) * 64.0f;
-          else s[c] = 1.0f;
-        }
-        const float* xc = xs + ch * E;
+          decode_quad<F>(wv[u][c], q, wf[c]);
+          if constexpr (kScaled<F> && !kFold) {
 #pragma unroll
-        for (int q = 0; q < Q; ++q) {
-          float wf[C][4];
+            for (int j = 0; j < 4; ++j) wf[c][j] *= s[c];  // = WeightView::at, exactly
+          }
+        }
+        const int qo = (q ^ sw) * 4;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const float4 xv = *reinterpret_cast<const float4*>(xc + r * p.kl + qo);
 #pragma unroll
           for (int c = 0; c < C; ++c) {
-            decode_quad<F>(wv[u][c], q, wf[c]);
-            if constexpr (kScaled<F>) {
-#pragma unroll
-              for (int j = 0; j < 4; ++j) wf[c][j] *= s[c];  // = WeightView::at, exactly
-            }
-          }
-          const int qo = (q ^ sw) * 4;
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const float4 xv = *reinterpret_cast<const float4*>(xc + r * p.kl + qo);
-#pragma unroll
-            for (int c = 0; c < C; ++c) {
-              acc[c][r] = fmaf(xv.x, wf[c][0], acc[c][r]);
-              acc[c][r] = fmaf(xv.y, wf[c][1], acc[c][r]);
-              acc[c][r] = fmaf(xv.z, wf[c][2], acc[c][r]);
-              acc[c][r] = fmaf(xv.w, wf[c][3], acc[c][r]);
-            }
+            float& a = kFold ? part[c][r] : acc[c][r];
+            a = fmaf(xv.x, wf[c][0], a);
+            a = fmaf(xv.y, wf[c][1], a);
+            a = fmaf(xv.z, wf[c][2], a);
+            a = fmaf(xv.w, wf[c][3], a);
           }
         }
       }
+      if constexpr (kFold) {
+#pragma unroll
+        for (int c = 0; c < C; ++c)
+#pragma unroll
+          for (int r = 0; r < R; ++r) acc[c][r] = fmaf(part[c][r], s[c], acc[c][r]);
+      }
     }
+    if (step + 1 < nsteps) {
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int c = 0; c < C; ++c) {
+          wv[u][c] = wn[u][c];
+          sc8[u][c] = sn[u][c];
+        }
+    }
+    if (i != rounds - 1) continue;  // the tile's sums are complete after its last round
 
     // Warp sums (xor butterfly: every lane holds the same bits), then lane (c·R + r) % 32 owns (c, r).
     if (p.sc == 1) {
@@ -345,6 +412,10 @@ __global__ void __launch_bounds__(kThreads, 2) linear_small_kernel(const __grid_
       // writes this one only after every rank passed the next tile's cluster barrier.
       buf ^= 1;
     }
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[c][r] = 0.0f;
   }
   if (p.sc > 1) cg::this_cluster().sync();  // no CTA leaves while another reads its shared memory
 }
@@ -354,8 +425,10 @@ int bucket(int n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : n <= 8 ? 8 : 1
 // Weight rows per warp (wide tiles; narrow ones: 1) and 16-byte chunks per row in flight per lane,
 // as many as the registers allow without spills (accumulators C·R, loads C·U·4).
 constexpr int wide_c(int R) { return R >= 16 ? 2 : 4; }
+// The loads are double-buffered (the next round's are in flight while one is computed), so twice
+// these many registers hold weights.
 constexpr int unroll_of(int R, int C) {
-  return C == 1 ? (R <= 2 ? 8 : R <= 4 ? 4 : R <= 8 ? 2 : 1) : (R <= 4 ? 2 : 1);
+  return C == 1 ? (R <= 2 ? 8 : R <= 4 ? 2 : 1) : (R <= 1 ? 2 : 1);
 }
 
 template <WeightFormat F, int R, int C>
@@ -375,7 +448,9 @@ cudaError_t launch_rc(const Params& p, dim3 grid, size_t smem, cudaStream_t stre
   at[0].val.clusterDim.y = 1;
   at[0].val.clusterDim.z = 1;
   cfg.attrs = at;
-  cfg.numAttrs = 1;
+  // No cluster attribute without split-K: a cluster launch, even of one CTA, is placed by the
+  // cluster scheduler (the kernel touches the cluster only when p.sc > 1).
+  cfg.numAttrs = grid.x > 1 ? 1 : 0;
   return cudaLaunchKernelEx(&cfg, kern, p);
 }
 
@@ -458,6 +533,13 @@ cudaError_t launch(const LinearArgs& a, int64_t groups, int64_t group_out, cudaS
   p.scale_cols = w.scale_cols;
   p.block_out = w.block_out;
   p.block_in = w.block_in;
+  auto log2_or = [](int64_t v) {
+    int k = 0;
+    while (k < 31 && (int64_t{1} << k) < v) ++k;
+    return v > 0 && (int64_t{1} << k) == v ? k : -1;
+  };
+  p.out_shift = log2_or(w.block_out);
+  p.chunk_shift = kScaled<F> ? log2_or(w.block_in / E) : -1;
   p.rows = nr;
   p.group_out = static_cast<int>(group_out);
   p.tiles_per_group = static_cast<int>(tiles_per_group);
@@ -489,6 +571,10 @@ cudaError_t linear_small(const LinearArgs& a, cudaStream_t stream) {
     group_out = a.out_group;
   }
   if (a.x_stride < groups * w.in || a.y_stride < w.out) return cudaErrorInvalidValue;
+  if (!a.no_small_mma) {
+    const cudaError_t e = linear_small_mma(a, stream);  // NotSupported: before any launch
+    if (e != cudaErrorNotSupported) return e;
+  }
   switch (w.format) {
     case WeightFormat::f32: return launch<WeightFormat::f32>(a, groups, group_out, stream);
     case WeightFormat::bf16: return launch<WeightFormat::bf16>(a, groups, group_out, stream);

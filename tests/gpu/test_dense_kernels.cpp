@@ -3,7 +3,9 @@
 // for the embedding, router, SwiGLU and MoE combine small host references written statement by
 // statement after lib/cpu/forward.cpp and lib/cpu/moe.cpp. Every run draws fresh random inputs
 // (the seed is printed on failure), uses odd sizes, poisons outputs (and unused padding) with NaN
-// before the launch and checks that what must stay untouched did.
+// before the launch and checks that what must stay untouched did. The fused / split launchers
+// (head_rms_norm_rope, kv_norm_rope_fp8, hc_pre_collapse + hc_pre_sinkhorn) are compared with the
+// launch sequences they replace, on the same inputs: their results must be memcmp-identical.
 //
 // Tolerances (each stated where it is used) come from the one real difference: the kernels
 // accumulate long sums in f32 where the CPU accumulates in double. A recursive f32 sum of n terms
@@ -12,7 +14,10 @@
 // values within t of each other may differ by one bf16 ulp (≤ 2^-7·|v|: 8 significant bits), so
 // those tolerances are 2^-7·|v| + 2t; the fraction of bit-identical results is reported. Ops whose
 // arithmetic is the CPU twin's operation for operation (embedding, hc_post, the official head norm
-// and the official MoE sum) must be bit-identical.
+// and the official MoE sum) must be bit-identical. The bandwidth-bound kernels (embed, hc_post,
+// swiglu, moe_combine, rows_to_bf16, round_rows_bf16) are also run at the model's widths and odd
+// ones, one row to a prefill-sized chunk, on their 16-byte vector paths and (arrays one float off
+// alignment, odd strides) their element paths, against plain host loops of the same operations.
 #ifndef DSV4_SOURCE_DIR
 #define DSV4_SOURCE_DIR ""
 #endif
@@ -77,6 +82,23 @@ struct DevBuf {
 
 bool is_poison(float v) { return dsv4::f32_to_bits(v) == 0xffffffffu; }
 bool same_bits(float a, float b) { return dsv4::f32_to_bits(a) == dsv4::f32_to_bits(b); }
+// Elements whose bytes differ (0: the arrays are memcmp-identical).
+template <class T>
+int64_t bytes_differ(const std::vector<T>& a, const std::vector<T>& b) {
+  REQUIRE(a.size() == b.size());
+  int64_t n = 0;
+  for (size_t i = 0; i < a.size(); ++i) n += std::memcmp(&a[i], &b[i], sizeof(T)) != 0;
+  return n;
+}
+int64_t count_poison(const std::vector<float>& v) {
+  return std::count_if(v.begin(), v.end(), [](float f) { return is_poison(f); });
+}
+// RoPE frequencies 1 / 10000^(2i / rd), as the rope test uses.
+std::vector<float> rope_inv_freq(int rd) {
+  std::vector<float> f;
+  for (int i = 0; i < rd / 2; ++i) f.push_back(static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / rd)));
+  return f;
+}
 
 uint64_t fresh_seed() {
   std::random_device rd;
@@ -110,6 +132,35 @@ std::vector<float> randn(std::mt19937_64& rng, size_t n, float sigma, float mean
     if (f == 0.f) f = sigma;
   }
   return v;
+}
+
+// v with `shift` leading `fill` elements: a device copy of it, passed at p + shift, is misaligned
+// for 16-byte vectors (shift 1), which sends the kernels down their element paths.
+std::vector<float> shifted(const std::vector<float>& v, int shift, float fill = std::nanf("")) {
+  std::vector<float> out(static_cast<size_t>(shift), fill);
+  out.insert(out.end(), v.begin(), v.end());
+  return out;
+}
+// Replaces about 1 in `every` values by an IEEE special: NaNs of several payloads and signs
+// (signalling ones included), ±inf, ±0, f32 subnormals. Only for ops that are pure bit
+// manipulation on the device and the host alike (GPU arithmetic returns one canonical NaN).
+void sprinkle_specials(std::mt19937_64& rng, std::vector<float>& v, int every) {
+  static constexpr uint32_t kSpecial[] = {0x7fc00000u, 0xffc00000u, 0x7f800001u, 0xff812345u, 0x7fbfffffu,
+                                          0x7f800000u, 0xff800000u, 0x00000000u, 0x80000000u, 0x00000001u,
+                                          0x807fffffu, 0x00400000u, 0x7f7fffffu, 0x7f7f8000u, 0x3f808000u};
+  std::uniform_int_distribution<int> pick(0, every - 1), which(0, static_cast<int>(std::size(kSpecial)) - 1);
+  for (auto& f : v)
+    if (pick(rng) == 0) f = dsv4::bits_to_f32(kSpecial[which(rng)]);
+}
+// Rows with signed zeros and f32 subnormals sprinkled in (about 1 in 64): values every f32 / double
+// path must carry through exactly.
+void sprinkle_small(std::mt19937_64& rng, std::vector<float>& v) {
+  std::uniform_int_distribution<int> pick(0, 63), which(0, 3);
+  for (auto& f : v)
+    if (pick(rng) == 0) {
+      const int w = which(rng);
+      f = w == 0 ? 0.0f : w == 1 ? -0.0f : w == 2 ? dsv4::bits_to_f32(0x00012345u) : dsv4::bits_to_f32(0x80400001u);
+    }
 }
 
 // ---- comparison ---------------------------------------------------------------------------------
@@ -569,6 +620,129 @@ TEST_CASE("weight_to_bf16 and rows_to_bf16 are exact", "[gpu][dense][gemm]") {
   }
 }
 
+// Rows for the FP8 1×128 activation quantisation: per block a random maximum A = ±2^[-24, 24]·[1, 2)
+// held by one element (rows where A = 1e-30: the 1e-4 amax floor sets the scale; some blocks all
+// zero), the others a mix of uniform values in [-A, A], exact midpoints between neighbouring e4m3
+// values on the block's scale grid (the ties, subnormal codes included), grid values ± 1 f32 ulp,
+// values below half the grid's smallest step (→ ±0), ±0 and f32 subnormals; where A·(1/448) rounds
+// down the largest values are clamped at ±448. Anything above A is replaced, so A stays the maximum.
+std::vector<float> qdq_rows(std::mt19937_64& rng, int64_t rows, int64_t n) {
+  std::uniform_int_distribution<int> ex(-24, 24), kind(0, 9), code(0, 0x7d), coin(0, 1), pos(0, 127);
+  std::uniform_real_distribution<float> mag(1.0f, 2.0f), sym(-1.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(rows * n));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b0 = 0; b0 < n; b0 += 128) {
+      const int64_t e = std::min(b0 + 128, n);
+      float* blk = v.data() + r * n;
+      if ((r + b0 / 128) % 11 == 5) {  // an all-zero block (amax 0: the floor)
+        for (int64_t i = b0; i < e; ++i) blk[i] = coin(rng) ? 0.0f : -0.0f;
+        continue;
+      }
+      const float A = r % 7 == 3 ? 1e-30f * mag(rng) : std::ldexp(mag(rng), ex(rng));
+      const float sc = dsv4::e8m0_to_f32(dsv4::fp8_act_scale_e8m0(A));
+      for (int64_t i = b0; i < e; ++i) {
+        float f;
+        switch (kind(rng)) {
+          case 0:
+          case 1:
+          case 2: f = A * sym(rng); break;
+          case 3:
+          case 4: {  // a tie: the midpoint of two neighbouring e4m3 values (exact in f32), scaled
+            const int c = code(rng);
+            f = (dsv4::e4m3_to_f32(static_cast<uint8_t>(c)) + dsv4::e4m3_to_f32(static_cast<uint8_t>(c + 1))) * 0.5f * sc;
+            break;
+          }
+          case 5: {  // a grid value ± one ulp
+            const float g = dsv4::e4m3_to_f32(static_cast<uint8_t>(code(rng))) * sc;
+            f = std::nextafter(g, coin(rng) ? INFINITY : 0.0f);
+            break;
+          }
+          case 6: f = std::ldexp(sym(rng), -11) * sc; break;  // |q| < 2^-11: rounds to ±0
+          case 7: f = 0.0f; break;
+          case 8: f = std::ldexp(sym(rng), -130); break;  // an f32 subnormal
+          default: f = A * sym(rng) * 1e-3f; break;
+        }
+        if (coin(rng)) f = -f;
+        if (!(std::fabs(f) <= A)) f = A * sym(rng);
+        blk[i] = f;
+      }
+      blk[std::min(b0 + pos(rng), e - 1)] = coin(rng) ? A : -A;
+    }
+  return v;
+}
+
+// rows_to_bf16 at odd widths (n % 128 ≠ 0, n % 4 ≠ 0), strides and row counts — the vector path
+// (n, strides multiples of 4) and the element path (x_stride = n + 3, out_stride = n + 1) — gathered
+// or not, quantised or not: every element fp8_act_quant_dequant's value (or the input) converted by
+// f32_to_bf16, bit for bit; the output's padding keeps its poison. Unquantised rows carry IEEE
+// specials (NaN payloads, ±inf, subnormals): the conversion is bit manipulation on both sides.
+TEST_CASE("rows_to_bf16 is bit-exact at odd sizes, ties and tiny values included", "[gpu][dense][gemm]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (int64_t n : {4096, 1030, 300, 203, 128, 4})
+    for (int64_t rows : {1, 3, 300})
+      for (int pad : {0, 3, 4})
+        for (bool gather : {false, true})
+          for (bool quant : {false, true}) {
+            if (rows == 300 && n != 4096 && n != 1030 && n != 203) continue;
+            CAPTURE(n, rows, pad, gather, quant);
+            const int64_t x_stride = n + pad, out_stride = pad == 3 ? n + 1 : n + pad;
+            const int64_t nx = gather ? rows + 5 : rows;
+            std::vector<float> xv = qdq_rows(rng, nx, n);
+            if (!quant) sprinkle_specials(rng, xv, 50);
+            std::vector<float> x(static_cast<size_t>(nx * x_stride), std::nanf(""));
+            for (int64_t r = 0; r < nx; ++r) std::copy_n(xv.begin() + r * n, n, x.begin() + r * x_stride);
+            std::vector<int32_t> map(static_cast<size_t>(rows));
+            std::uniform_int_distribution<int> pick(0, static_cast<int>(nx - 1));
+            for (int64_t r = 0; r < rows; ++r) map[r] = gather ? pick(rng) : static_cast<int32_t>(r);
+            DevBuf<float> d_x(x);
+            DevBuf<int32_t> d_map(map);
+            DevBuf<uint16_t> d_o(static_cast<size_t>(rows * out_stride));
+            REQUIRE(cudaMemset(d_o.p, 0xff, d_o.n * 2) == cudaSuccess);
+            REQUIRE(dc::rows_to_bf16(d_x.p, x_stride, gather ? d_map.p : nullptr, rows, n, quant, d_o.p, out_stride,
+                                     nullptr) == cudaSuccess);
+            const std::vector<uint16_t> got = d_o.get();
+            int64_t bad = 0, pad_bad = 0;
+            std::vector<float> ref(static_cast<size_t>(n));
+            for (int64_t r = 0; r < rows; ++r) {
+              std::copy_n(xv.begin() + map[r] * n, n, ref.begin());
+              if (quant) dsv4::fp8_act_quant_dequant(ref.data(), n);
+              for (int64_t i = 0; i < n; ++i) bad += got[r * out_stride + i] != dsv4::f32_to_bf16(ref[i]);
+              for (int64_t i = n; i < out_stride; ++i) pad_bad += got[r * out_stride + i] != 0xffff;
+            }
+            CHECK(bad == 0);
+            CHECK(pad_bad == 0);
+          }
+}
+
+// round_rows_bf16 in place at odd widths and strides, vector (ld % 4 == 0, aligned) and element
+// paths (ld = n + 3, or the array one float off 16-byte alignment): the first n values of each row
+// round_bf16'ed — IEEE specials included, bit manipulation on both sides — and the padding untouched.
+TEST_CASE("round_rows_bf16 rounds the rows in place and nothing else", "[gpu][dense][gemm]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (int64_t n : {4096, 1030, 203, 5, 1})
+    for (int64_t rows : {1, 3, 300})
+      for (int pad : {0, 3, 4})
+        for (int shift : {0, 1}) {
+          CAPTURE(n, rows, pad, shift);
+          const int64_t ld = n + pad;
+          std::vector<float> v = randn(rng, static_cast<size_t>(rows * ld), 3.0f);
+          sprinkle_specials(rng, v, 40);
+          DevBuf<float> d(shifted(v, shift));
+          REQUIRE(dc::round_rows_bf16(d.p + shift, ld, rows, n, nullptr) == cudaSuccess);
+          const std::vector<float> all = d.get();
+          const std::vector<float> got(all.begin() + shift, all.end());
+          std::vector<float> want = v;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < n; ++i) want[r * ld + i] = dsv4::round_bf16(v[r * ld + i]);
+          CHECK(bytes_differ(got, want) == 0);
+          if (shift) CHECK(dsv4::f32_to_bits(all[0]) == dsv4::f32_to_bits(std::nanf("")));  // before the array: untouched
+        }
+}
+
 // ============================ embedding ========================================================
 
 TEST_CASE("embed copies the token rows into every stream", "[gpu][dense]") {
@@ -605,6 +779,49 @@ TEST_CASE("embed copies the token rows into every stream", "[gpu][dense]") {
               }
           check(cmp, "embed", true);
         }
+}
+
+// The embedding at the model's width and odd ones, one token to a prefill-sized chunk: BF16 tables
+// through the 16-byte (D % 8 == 0), 8-byte (D % 8 == 4) and element paths, F32 tables through the
+// 16-byte and element paths, X one float off 16-byte alignment (element path); tables with IEEE
+// specials (NaN payloads, ±inf, subnormals: the decode and the official rounding are bit
+// manipulation on both sides). Every stream of every token bit-identical to forward.cpp's copy.
+TEST_CASE("embed is bit-identical at odd sizes on every path", "[gpu][dense]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int64_t V = 37;
+  for (int64_t D : {4096, 1028, 203})
+    for (int64_t S : {1, 3, 300})
+      for (int hc : {1, 4})
+        for (bool is_f32 : {false, true})
+          for (bool official : {false, true})
+            for (int shift : {0, 1}) {
+              if (S == 300 && (hc == 1 || shift == 1)) continue;
+              CAPTURE(D, S, hc, is_f32, official, shift);
+              std::vector<float> tf = randn(rng, static_cast<size_t>(V * D), 1.f);
+              sprinkle_specials(rng, tf, 100);
+              std::vector<uint16_t> tb(tf.size());
+              for (size_t i = 0; i < tf.size(); ++i) tb[i] = static_cast<uint16_t>(dsv4::f32_to_bits(tf[i]) >> 16);
+              std::vector<int32_t> tok(static_cast<size_t>(S));
+              std::uniform_int_distribution<int> pick(0, static_cast<int>(V - 1));
+              for (auto& t : tok) t = pick(rng);
+              DevBuf<float> d_tf(tf), d_X(static_cast<size_t>(S * hc * D + shift));
+              DevBuf<uint16_t> d_tb(tb);
+              DevBuf<int32_t> d_tok(tok);
+              d_X.poison();
+              REQUIRE(dc::embed(is_f32 ? static_cast<const void*>(d_tf.p) : d_tb.p, is_f32, d_tok.p, S, D, hc, official,
+                                d_X.p + shift, nullptr) == cudaSuccess);
+              const std::vector<float> all = d_X.get();
+              std::vector<float> want(static_cast<size_t>(shift), dsv4::bits_to_f32(0xffffffffu));
+              for (int64_t s = 0; s < S; ++s)
+                for (int j = 0; j < hc; ++j)
+                  for (int64_t d = 0; d < D; ++d) {
+                    float w = is_f32 ? tf[tok[s] * D + d] : dsv4::bf16_to_f32(tb[tok[s] * D + d]);
+                    want.push_back(official ? dsv4::round_bf16(w) : w);
+                  }
+              CHECK(bytes_differ(all, want) == 0);
+            }
 }
 
 // ============================ norms ============================================================
@@ -722,6 +939,114 @@ TEST_CASE("rope matches RopeTable::apply", "[gpu][dense][rope]") {
           CHECK(outside_bad == 0);
           check(cmp, "rope");
         }
+}
+
+// ============================ fused query / KV epilogues =======================================
+
+struct HeadRopeCase {
+  int64_t rows, n, col;
+  int rd;
+  int64_t rpp;  // rows per position (heads per token)
+};
+
+// head_rms_norm_rope against head_rms_norm followed by rope (bf16_out = official) on the same rows,
+// bit for bit, over the whole buffer: the values past the last row (NaN poison) stay untouched.
+TEST_CASE("head_rms_norm_rope equals head_rms_norm then rope, bit for bit", "[gpu][dense][norm][rope]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const float eps = 1e-6f;
+  // Flash decode (64 heads × 512, rope on the last 64) at S = 1, 3, 17 and a prefill-sized chunk
+  // (8-warp CTAs); rows of other widths: one short pass, two passes with a partial one, odd n and an
+  // odd rope column, rope over the whole row, a small rope.
+  const HeadRopeCase cases[] = {{64, 512, 448, 64, 64},      {3 * 64, 512, 448, 64, 64}, {17 * 64, 512, 448, 64, 64},
+                                {40 * 64, 512, 448, 64, 64}, {7, 192, 128, 64, 7},       {21, 192, 100, 64, 7},
+                                {5, 1100, 1036, 64, 5},      {9, 193, 129, 64, 3},       {3, 64, 0, 64, 1},
+                                {16, 40, 6, 16, 4}};
+  for (const HeadRopeCase& c : cases)
+    for (int64_t p0 : {int64_t{0}, int64_t{1000003}})
+      for (bool official : {false, true}) {
+        CAPTURE(c.rows, c.n, c.col, c.rd, c.rpp, p0, official);
+        const std::vector<float> inv = rope_inv_freq(c.rd);
+        std::vector<float> q = rand_rows(rng, c.rows, c.n, official);
+        const size_t body = q.size();
+        q.resize(body + 37, std::nanf(""));
+        DevBuf<float> d_inv(inv), d_a(q), d_b(q);
+        REQUIRE(cudaMemset(d_a.p + body, 0xff, 37 * sizeof(float)) == cudaSuccess);
+        REQUIRE(cudaMemset(d_b.p + body, 0xff, 37 * sizeof(float)) == cudaSuccess);
+        REQUIRE(dc::head_rms_norm(d_a.p, c.rows, c.n, eps, official, nullptr) == cudaSuccess);
+        REQUIRE(dc::rope(d_a.p, c.rows, c.n, c.col, c.rd, d_inv.p, p0, c.rpp, false, official, nullptr) == cudaSuccess);
+        REQUIRE(dc::head_rms_norm_rope(d_b.p, c.rows, c.n, eps, official, c.col, c.rd, d_inv.p, p0, c.rpp, nullptr) ==
+                cudaSuccess);
+        const std::vector<float> a = d_a.get(), b = d_b.get();
+        int64_t changed = 0;
+        for (size_t i = 0; i < body; ++i) changed += !same_bits(a[i], q[i]);
+        CHECK(changed > 0);  // the sequence did rewrite the rows
+        REQUIRE(bytes_differ(b, a) == 0);
+        REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        CHECK(count_poison(std::vector<float>(b.begin() + static_cast<std::ptrdiff_t>(body), b.end())) == 37);
+      }
+}
+
+struct KvCase {
+  int64_t S, n, col;
+  int rd;
+  int64_t x_stride, out_stride;  // out_stride 0: in place (out = x, x_stride)
+  bool weighted;
+};
+
+// kv_norm_rope_fp8 against rms_norm, rope and (official) kv_fp8_simulate on the same input, as
+// attention() calls them: from the fused wq_a|wkv output (x_stride = q_lora_rank + head_dim) into
+// kv, and in place. The whole output buffer (rows and their padding) must be identical; padding
+// keeps its poison (in place: its input NaNs).
+TEST_CASE("kv_norm_rope_fp8 equals rms_norm, rope and kv_fp8_simulate, bit for bit", "[gpu][dense][norm][rope]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const float eps = 1e-6f;
+  std::vector<KvCase> cases;
+  for (int64_t S : {1, 3, 17}) {
+    cases.push_back({S, 512, 448, 64, 1024 + 512, 512, true});  // has_wqkv: qkv + qlr → kv
+    cases.push_back({S, 512, 448, 64, 512, 0, true});           // in place
+    cases.push_back({S, 200, 136, 64, 203, 205, true});         // a partial FP8 block
+    cases.push_back({S, 193, 129, 64, 193 + 6, 0, false});      // odd n and rope column, unweighted
+  }
+  cases.push_back({2, 64, 0, 64, 70, 66, true});  // rope only, no FP8 dims
+  for (const KvCase& c : cases)
+    for (int64_t p0 : {int64_t{0}, int64_t{7}, int64_t{1000003}})
+      for (bool official : {false, true}) {
+        const bool in_place = c.out_stride == 0;
+        const int64_t os = in_place ? c.x_stride : c.out_stride;
+        CAPTURE(c.S, c.n, c.col, c.rd, c.x_stride, os, in_place, c.weighted, p0, official);
+        const std::vector<float> inv = rope_inv_freq(c.rd);
+        std::vector<float> x(static_cast<size_t>(c.S * c.x_stride), std::nanf(""));  // NaN padding
+        const std::vector<float> xv = rand_rows(rng, c.S, c.n, official);
+        for (int64_t r = 0; r < c.S; ++r) std::copy_n(xv.begin() + r * c.n, c.n, x.begin() + r * c.x_stride);
+        const std::vector<float> w = randn(rng, static_cast<size_t>(c.n), 0.3f, 1.0f);
+        DevBuf<float> d_inv(inv), d_w(w), d_xa(x), d_xb(x), d_oa(static_cast<size_t>(c.S * os)),
+            d_ob(static_cast<size_t>(c.S * os));
+        d_oa.poison();
+        d_ob.poison();
+        float* oa = in_place ? d_xa.p : d_oa.p;
+        float* ob = in_place ? d_xb.p : d_ob.p;
+        const float* wp = c.weighted ? d_w.p : nullptr;
+        REQUIRE(dc::rms_norm(d_xa.p, c.x_stride, wp, c.S, c.n, eps, official, oa, os, nullptr) == cudaSuccess);
+        REQUIRE(dc::rope(oa, c.S, os, c.col, c.rd, d_inv.p, p0, 1, false, official, nullptr) == cudaSuccess);
+        if (official) REQUIRE(dc::kv_fp8_simulate(oa, c.S, os, c.col, nullptr) == cudaSuccess);
+        REQUIRE(dc::kv_norm_rope_fp8(d_xb.p, c.x_stride, wp, c.S, c.n, eps, official, c.col, c.rd, d_inv.p, p0, ob, os,
+                                     nullptr) == cudaSuccess);
+        const std::vector<float> a = in_place ? d_xa.get() : d_oa.get(), b = in_place ? d_xb.get() : d_ob.get();
+        REQUIRE(bytes_differ(b, a) == 0);
+        REQUIRE(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+        int64_t pad_bad = 0, nan_values = 0;
+        for (int64_t r = 0; r < c.S; ++r) {
+          for (int64_t i = 0; i < c.n; ++i) nan_values += std::isnan(b[r * os + i]);
+          for (int64_t i = c.n; i < os; ++i) pad_bad += in_place ? !std::isnan(b[r * os + i]) : !is_poison(b[r * os + i]);
+        }
+        CHECK(nan_values == 0);  // every value was written (none is poison or NaN)
+        CHECK(pad_bad == 0);
+        if (!in_place) CHECK(bytes_differ(d_xb.get(), x) == 0);  // the input is left intact
+      }
 }
 
 // ============================ hyper-connections ================================================
@@ -842,6 +1167,167 @@ TEST_CASE("hc_pre, hc_post and hc_head match the CPU twins", "[gpu][dense][hc]")
         for (int64_t i = 0; i < width; ++i) cpostk.add(gXn[s * width + i], rXn[i], 0.0);
       }
       check(cpostk, "hc_post", true);
+    }
+}
+
+// hc_post on its own, at the model's width and odd ones (D = 203: the element path; D = 4096 and
+// 1028 with y, R and X_new one float off 16-byte alignment: the element path at full width), one
+// token to a prefill-sized chunk, hc 4 and 2 (compile-time hc) and 1, 3, 6 (any hc), post / comb
+// random (not from hc_pre), inputs with ±0 and f32 subnormals: every output bit-identical to a
+// plain loop of hc.cpp's double arithmetic — double(post)·y, + double(comb[j, k])·R[j] for j
+// ascending, f32, bf16 in official numerics — with the output NaN-poisoned before the launch.
+struct HcPostCase {
+  int hc;
+  int64_t D, S;
+};
+
+TEST_CASE("hc_post is bit-identical to hc.cpp's loop at odd sizes on every path", "[gpu][dense][hc]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> post_d(0.0f, 2.0f), comb_d(0.0f, 1.0f);
+  for (const HcPostCase c : {HcPostCase{4, 4096, 1}, HcPostCase{4, 4096, 3}, HcPostCase{4, 4096, 300},
+                             HcPostCase{4, 1028, 3}, HcPostCase{4, 203, 300}, HcPostCase{4, 1030, 3},
+                             HcPostCase{2, 4096, 3}, HcPostCase{2, 203, 300}, HcPostCase{1, 1030, 3},
+                             HcPostCase{3, 4096, 1}, HcPostCase{3, 203, 3}, HcPostCase{6, 1028, 5}})
+    for (bool official : {false, true})
+      for (int shift : {0, 1}) {
+        const int hc = c.hc;
+        const int64_t D = c.D, S = c.S, width = hc * D;
+        CAPTURE(hc, D, S, official, shift);
+        std::vector<float> y = rand_rows(rng, S, D, official), R = rand_rows(rng, S * hc, D, official);
+        sprinkle_small(rng, y);
+        sprinkle_small(rng, R);
+        std::vector<float> post(static_cast<size_t>(S * hc)), comb(static_cast<size_t>(S * hc * hc));
+        for (auto& v : post) v = post_d(rng);
+        for (auto& v : comb) v = comb_d(rng);
+        DevBuf<float> d_y(shifted(y, shift)), d_R(shifted(R, shift)), d_post(post), d_comb(comb),
+            d_X(static_cast<size_t>(S * width + shift));
+        d_X.poison();
+        dc::HcParams p;
+        p.hc = hc;
+        p.D = D;
+        p.official = official;
+        REQUIRE(dc::hc_post(p, d_y.p + shift, d_R.p + shift, d_post.p, d_comb.p, S, d_X.p + shift, nullptr) ==
+                cudaSuccess);
+        const std::vector<float> all = d_X.get();
+        std::vector<float> want(static_cast<size_t>(shift), dsv4::bits_to_f32(0xffffffffu));
+        for (int64_t s = 0; s < S; ++s)
+          for (int k = 0; k < hc; ++k)
+            for (int64_t d = 0; d < D; ++d) {
+              double acc = static_cast<double>(post[s * hc + k]) * y[s * D + d];
+              for (int j = 0; j < hc; ++j)
+                acc += static_cast<double>(comb[(s * hc + j) * hc + k]) * R[(s * hc + j) * D + d];
+              want.push_back(official ? dsv4::round_bf16(static_cast<float>(acc)) : static_cast<float>(acc));
+            }
+        CHECK(bytes_differ(all, want) == 0);
+      }
+}
+
+// hc_pre split in two launches (decode: the Sinkhorn on a side stream) against hc_pre itself, with
+// the partial dots (HcParams::partials) both take: x_out, post and comb memcmp-identical, the
+// Sinkhorn's kill switch (one thread) identical too, and the mixes within f32 error of a double
+// evaluation. S ≤ 16 runs hc_pre's 1024-thread order (a cluster of 8 CTAs per token in
+// hc_pre_collapse; S = 16 is the largest such grid), S = 17 its 256-thread order; D = 4096 (Flash)
+// and widths hc·D that are no multiple of 1024; hc 1…5 (warp Sinkhorn) and 6 (hc·hc > 32: serial);
+// 20, 1 and 0 iterations.
+struct HcSplitCase {
+  int hc;
+  int64_t D, S;
+  int iters;
+};
+
+TEST_CASE("hc_pre_collapse + hc_pre_sinkhorn reproduce hc_pre bit for bit", "[gpu][dense][hc]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> scale_d(0.5f, 2.0f);
+  const float hc_eps = 1e-6f, norm_eps = 1e-6f;
+  const HcSplitCase cases[] = {{4, 4096, 1, 20}, {4, 4096, 3, 20}, {4, 4096, 17, 20}, {4, 520, 1, 20},
+                               {4, 520, 3, 20},  {4, 520, 16, 20}, {4, 520, 17, 20}, {4, 203, 2, 1},
+                               {2, 96, 5, 20},   {3, 130, 17, 0},  {5, 64, 3, 20},   {6, 200, 3, 20},
+                               {6, 200, 17, 20}, {1, 300, 2, 20}};
+  for (const HcSplitCase& c : cases)
+    for (bool official : {false, true}) {
+      const int hc = c.hc;
+      const int64_t D = c.D, S = c.S, width = hc * D, mix = (2 + hc) * hc;
+      CAPTURE(hc, D, S, c.iters, official);
+      const std::vector<float> fn = randn(rng, static_cast<size_t>(mix * width), 2.0f / std::sqrt(static_cast<float>(width)));
+      const std::vector<float> base = randn(rng, static_cast<size_t>(mix), 0.5f);
+      const std::vector<float> scale = {scale_d(rng), scale_d(rng), scale_d(rng)};
+      const std::vector<float> X = rand_rows(rng, S * hc, D, official);
+      // hc_partials' grouped linear: column j·mix + i = X[s, j] · fn_i[j·D, (j+1)·D).
+      std::vector<float> part(static_cast<size_t>(S * hc * mix));
+      for (int64_t s = 0; s < S; ++s)
+        for (int j = 0; j < hc; ++j)
+          for (int64_t i = 0; i < mix; ++i) {
+            const float* xs = X.data() + (s * hc + j) * D;
+            const float* f = fn.data() + i * width + j * D;
+            double acc = 0;
+            for (int64_t d = 0; d < D; ++d) acc += static_cast<double>(xs[d]) * f[d];
+            part[(s * hc + j) * mix + i] = static_cast<float>(acc);
+          }
+      DevBuf<float> d_fn(fn), d_base(base), d_scale(scale), d_X(X), d_part(part);
+      DevBuf<float> d_xr(static_cast<size_t>(S * D)), d_pr(static_cast<size_t>(S * hc)),
+          d_cr(static_cast<size_t>(S * hc * hc)), d_x(static_cast<size_t>(S * D)), d_post(static_cast<size_t>(S * hc)),
+          d_comb(static_cast<size_t>(S * hc * hc)), d_posts(static_cast<size_t>(S * hc)),
+          d_combs(static_cast<size_t>(S * hc * hc));
+      DevBuf<double> d_mix(static_cast<size_t>(S * mix));
+      for (DevBuf<float>* b : {&d_xr, &d_pr, &d_cr, &d_x, &d_post, &d_comb, &d_posts, &d_combs}) b->poison();
+      d_mix.poison();  // all-ones bits: a NaN double
+      dc::HcParams p;
+      p.fn = d_fn.p;
+      p.base = d_base.p;
+      p.scale = d_scale.p;
+      p.hc = hc;
+      p.D = D;
+      p.sinkhorn_iters = c.iters;
+      p.hc_eps = hc_eps;
+      p.norm_eps = norm_eps;
+      p.official = official;
+      p.partials = d_part.p;
+      REQUIRE(dc::hc_pre(p, d_X.p, S, d_xr.p, d_pr.p, d_cr.p, nullptr) == cudaSuccess);
+      REQUIRE(dc::hc_pre_collapse(p, d_X.p, S, d_x.p, d_mix.p, nullptr) == cudaSuccess);
+      REQUIRE(dc::hc_pre_sinkhorn(p, d_mix.p, S, d_post.p, d_comb.p, nullptr) == cudaSuccess);
+      REQUIRE(dc::hc_pre_sinkhorn(p, d_mix.p, S, d_posts.p, d_combs.p, nullptr, true) == cudaSuccess);
+      const std::vector<float> xr = d_xr.get(), pr = d_pr.get(), cr = d_cr.get();
+      CHECK(count_poison(xr) + count_poison(pr) + count_poison(cr) == 0);  // hc_pre wrote everything
+      REQUIRE(bytes_differ(d_x.get(), xr) == 0);
+      REQUIRE(bytes_differ(d_post.get(), pr) == 0);
+      REQUIRE(bytes_differ(d_comb.get(), cr) == 0);
+      REQUIRE(bytes_differ(d_posts.get(), pr) == 0);
+      REQUIRE(bytes_differ(d_combs.get(), cr) == 0);
+
+      // m_i = (Σ_j partials, f32) / rms: the f32 sum of hc terms within (hc + 1)·u·Σ|terms|, the
+      // f32 sum of squares within (width + 2)·u relative (halved by the root; kept whole), and the
+      // double product's rounding.
+      const std::vector<double> gm = d_mix.get();
+      Cmp cm;
+      for (int64_t s = 0; s < S; ++s) {
+        double ss = 0;
+        for (int64_t i = 0; i < width; ++i) ss += static_cast<double>(X[s * width + i]) * X[s * width + i];
+        const double r = 1.0 / std::sqrt(ss / static_cast<double>(width) + static_cast<double>(norm_eps));
+        for (int64_t i = 0; i < mix; ++i) {
+          double sum = 0, a = 0;
+          for (int j = 0; j < hc; ++j) {
+            sum += part[(s * hc + j) * mix + i];
+            a += std::fabs(part[(s * hc + j) * mix + i]);
+          }
+          const double want = sum * r;
+          const double t = (static_cast<double>(hc + 1) * kU * a + static_cast<double>(width + 2) * kU * std::fabs(sum)) * r +
+                           0x1p-50 * std::fabs(want);
+          const double got = gm[static_cast<size_t>(s * mix + i)];
+          ++cm.n;
+          if (!std::isfinite(got)) {
+            ++cm.nonfinite;
+            continue;
+          }
+          const double e = std::fabs(got - want) / (t + 1e-300);
+          cm.worst = std::max(cm.worst, e);
+          cm.bad += e > 1.0;
+        }
+      }
+      check(cm, "hc_pre_collapse mixes");
     }
 }
 
@@ -1115,6 +1601,73 @@ TEST_CASE("swiglu matches run_expert's SwiGLU", "[gpu][dense][moe]") {
           }
 }
 
+// SwiGLU at the model's width and odd ones, separate g / u rows and the fused w1|w3 layout (gu_stride
+// 2I), slot ids with skipped rows and routing weights, one row to a prefill-sized chunk: run once on
+// 16-byte aligned arrays (the vector path where I % 4 == 0) and once on copies one float off
+// alignment (the element path, the per-element code of the kernel it replaced): the two memcmp-
+// identical, skipped rows still poison in both, and within the tolerance of run_expert's SwiGLU
+// (device expf / exp against libm: not bit-comparable with the host).
+TEST_CASE("swiglu's vector and element paths agree bit for bit at odd sizes", "[gpu][dense][moe]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const float limit = 7.0f;
+  std::uniform_real_distribution<float> wd(0.05f, 1.0f);
+  std::uniform_int_distribution<int> skip(0, 4);
+  for (int64_t I : {2048, 1030, 203})
+    for (int64_t rows : {1, 3, 300})
+      for (bool fused : {false, true})
+        for (bool official : {false, true}) {
+          CAPTURE(I, rows, fused, official);
+          const int64_t st = fused ? 2 * I : I;
+          std::vector<float> gsrc = rand_rows(rng, rows, st, official), usrc = rand_rows(rng, rows, I, official);
+          sprinkle_small(rng, gsrc);
+          std::vector<int32_t> ids(static_cast<size_t>(rows));
+          for (auto& e : ids) e = skip(rng) == 0 ? -1 : 5;
+          ids[0] = 5;  // at least one computed row (one-row cases would otherwise skip it a fifth of the time)
+          std::vector<float> wt(static_cast<size_t>(rows));
+          for (auto& v : wt) v = wd(rng);
+          std::vector<float> got[2];
+          for (int shift : {0, 1}) {
+            DevBuf<float> d_g(shifted(gsrc, shift)), d_u(shifted(usrc, shift)), d_w(wt),
+                d_h(static_cast<size_t>(rows * I + shift));
+            DevBuf<int32_t> d_ids(ids);
+            d_h.poison();
+            const float* g = d_g.p + shift;
+            const float* u = fused ? g + I : d_u.p + shift;
+            REQUIRE(dc::swiglu(g, u, d_ids.p, d_w.p, rows, I, limit, true, official, d_h.p + shift, nullptr,
+                               fused ? st : 0) == cudaSuccess);
+            const std::vector<float> h = d_h.get();
+            got[shift].assign(h.begin() + shift, h.end());
+          }
+          CHECK(bytes_differ(got[0], got[1]) == 0);
+          Cmp cmp;
+          int64_t skipped_bad = 0;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < I; ++i) {
+              const float hv = got[0][r * I + i];
+              if (ids[r] < 0) {
+                skipped_bad += !is_poison(hv);
+                continue;
+              }
+              const float g = gsrc[r * st + i], u = fused ? gsrc[r * st + I + i] : usrc[r * I + i];
+              if (official) {
+                const float gv = std::min(g, limit), uv = std::clamp(u, -limit, limit);
+                const float sw = gv / (1.0f + std::exp(-gv)) * uv;
+                const float want = dsv4::round_bf16(wt[r] * sw);
+                cmp.add(hv, want, bf16_tol(want, 0x1p-21 * std::fabs(wt[r] * sw)));  // as the test above
+              } else {
+                const double gv = std::min(static_cast<double>(g), static_cast<double>(limit));
+                const double uv = std::clamp(static_cast<double>(u), -static_cast<double>(limit), static_cast<double>(limit));
+                const float want = static_cast<float>(gv / (1.0 + std::exp(-gv)) * uv);
+                cmp.add(hv, want, 0x1p-23 * std::fabs(want));
+              }
+            }
+          CHECK(skipped_bad == 0);
+          check(cmp, "swiglu");
+        }
+}
+
 TEST_CASE("moe_combine sums the slots in ascending expert id, shared last", "[gpu][dense][moe]") {
   const uint64_t seed = fresh_seed();
   INFO("seed " << seed);
@@ -1175,6 +1728,77 @@ TEST_CASE("moe_combine sums the slots in ascending expert id, shared last", "[gp
     }
     check(cmp, "moe_combine", official);
   }
+}
+
+// moe_combine at the model's width and odd ones, one token to a prefill-sized chunk, K 6 and 10 (more
+// slots than the kernel loads at once), slot rows in place or grouped (y_rows, a random permutation
+// as the prefill MoE's grouping makes), random unused slots (a token may have none), on aligned
+// arrays (the vector path where D % 4 == 0) and one float off (the element path), inputs with ±0
+// and f32 subnormals: bit-identical in both numerics to a loop of moe.cpp's f32 operations in
+// ascending expert id — official acc + y (weights applied before w2), reference fmaf(w, y, acc)
+// (the host's fmaf is correctly rounded, as the device's FMA) — then + shared (official: bf16).
+struct CombineCase {
+  int64_t S, D;
+  int K;
+};
+
+TEST_CASE("moe_combine is bit-identical to moe.cpp's sums at odd sizes on every path", "[gpu][dense][moe]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  const int E = 40;
+  std::uniform_real_distribution<float> wd(0.05f, 1.0f);
+  std::uniform_int_distribution<int> unused(0, 5);
+  for (const CombineCase c : {CombineCase{1, 4096, 6}, CombineCase{3, 4096, 10}, CombineCase{300, 4096, 6},
+                              CombineCase{3, 1030, 6}, CombineCase{300, 1030, 10}, CombineCase{1, 203, 10},
+                              CombineCase{300, 203, 6}, CombineCase{3, 1028, 6}})
+    for (bool grouped : {false, true})
+      for (bool official : {false, true})
+        for (int shift : {0, 1}) {
+          const int64_t S = c.S, D = c.D;
+          const int K = c.K;
+          CAPTURE(S, D, K, grouped, official, shift);
+          std::vector<int32_t> ids(static_cast<size_t>(S * K)), perm(static_cast<size_t>(E));
+          for (int64_t s = 0; s < S; ++s) {
+            std::iota(perm.begin(), perm.end(), 0);
+            std::shuffle(perm.begin(), perm.end(), rng);
+            for (int k = 0; k < K; ++k) ids[s * K + k] = unused(rng) == 0 ? -1 : perm[k];
+          }
+          if (S > 1)
+            for (int k = 0; k < K; ++k) ids[(S - 1) * K + k] = -1;  // the last token: only the shared expert
+          std::vector<int32_t> rows(static_cast<size_t>(S * K));
+          std::iota(rows.begin(), rows.end(), 0);
+          if (grouped) std::shuffle(rows.begin(), rows.end(), rng);
+          std::vector<float> wt(static_cast<size_t>(S * K));
+          for (auto& v : wt) v = wd(rng);
+          std::vector<float> ys = rand_rows(rng, S * K, D, official), ysh = rand_rows(rng, S, D, official);
+          sprinkle_small(rng, ys);
+          sprinkle_small(rng, ysh);
+          DevBuf<float> d_ys(shifted(ys, shift)), d_sh(shifted(ysh, shift)), d_w(wt),
+              d_f(static_cast<size_t>(S * D + shift));
+          DevBuf<int32_t> d_ids(ids), d_rows(rows);
+          d_f.poison();
+          REQUIRE(dc::moe_combine(d_ys.p + shift, d_ids.p, official ? nullptr : d_w.p, d_sh.p + shift, S, K, D,
+                                  official, d_f.p + shift, nullptr, grouped ? d_rows.p : nullptr) == cudaSuccess);
+          const std::vector<float> all = d_f.get();
+          std::vector<float> want(static_cast<size_t>(shift), dsv4::bits_to_f32(0xffffffffu));
+          for (int64_t s = 0; s < S; ++s) {
+            std::vector<int> order;
+            for (int k = 0; k < K; ++k)
+              if (ids[s * K + k] >= 0) order.push_back(k);
+            std::sort(order.begin(), order.end(), [&](int a, int b) { return ids[s * K + a] < ids[s * K + b]; });
+            for (int64_t d = 0; d < D; ++d) {
+              float acc = 0.0f;
+              for (int k : order) {
+                const float y = ys[static_cast<size_t>(rows[s * K + k]) * D + d];
+                acc = official ? acc + y : std::fma(wt[s * K + k], y, acc);
+              }
+              acc += ysh[s * D + d];
+              want.push_back(official ? dsv4::round_bf16(acc) : acc);
+            }
+          }
+          CHECK(bytes_differ(all, want) == 0);
+        }
 }
 
 // ============================ argument checks ==================================================
@@ -1255,6 +1879,80 @@ TEST_CASE("dense kernels reject bad arguments and accept empty work", "[gpu][den
   CHECK(dc::moe_combine(f, bi.p, f, f, 1, 33, 16, true, f, nullptr) == inval);
   CHECK(dc::moe_combine(f, bi.p, nullptr, f, 1, 6, 16, false, f, nullptr) == inval);  // reference needs weights
   CHECK(dc::moe_combine(f, bi.p, nullptr, f, 0, 6, 16, false, f, nullptr) == cudaSuccess);
+  CHECK(cudaDeviceSynchronize() == cudaSuccess);
+}
+
+TEST_CASE("split hc_pre and fused norm / RoPE launchers reject bad arguments and accept empty work", "[gpu][dense]") {
+  DevBuf<float> b(1 << 16);
+  DevBuf<double> bd(1 << 10);
+  float* f = b.p;
+  double* m = bd.p;
+  const cudaError_t inval = cudaErrorInvalidValue;
+
+  dc::HcParams hp;
+  hp.fn = hp.base = hp.scale = f;
+  hp.hc = 4;
+  hp.D = 16;
+  hp.sinkhorn_iters = 20;
+  hp.partials = f;
+  CHECK(dc::hc_pre_collapse(hp, f, 0, f, m, nullptr) == cudaSuccess);
+  CHECK(dc::hc_pre_collapse(hp, f, -1, f, m, nullptr) == inval);
+  dc::HcParams bad = hp;
+  bad.partials = nullptr;  // hc_pre_collapse needs the partial dots
+  CHECK(dc::hc_pre_collapse(bad, f, 1, f, m, nullptr) == inval);
+  CHECK(dc::hc_pre_collapse(hp, nullptr, 1, f, m, nullptr) == inval);
+  CHECK(dc::hc_pre_collapse(hp, f, 1, nullptr, m, nullptr) == inval);
+  CHECK(dc::hc_pre_collapse(hp, f, 1, f, nullptr, nullptr) == inval);
+  bad = hp;
+  bad.hc = 17;
+  CHECK(dc::hc_pre_collapse(bad, f, 1, f, m, nullptr) == inval);
+  bad = hp;
+  bad.D = 0;
+  CHECK(dc::hc_pre_collapse(bad, f, 1, f, m, nullptr) == inval);
+
+  CHECK(dc::hc_pre_sinkhorn(hp, m, 0, f, f, nullptr) == cudaSuccess);
+  CHECK(dc::hc_pre_sinkhorn(hp, m, -1, f, f, nullptr) == inval);
+  CHECK(dc::hc_pre_sinkhorn(hp, nullptr, 1, f, f, nullptr) == inval);
+  CHECK(dc::hc_pre_sinkhorn(hp, m, 1, nullptr, f, nullptr) == inval);
+  CHECK(dc::hc_pre_sinkhorn(hp, m, 1, f, nullptr, nullptr) == inval);
+  bad = hp;
+  bad.hc = 0;
+  CHECK(dc::hc_pre_sinkhorn(bad, m, 1, f, f, nullptr) == inval);
+  bad.hc = 17;
+  CHECK(dc::hc_pre_sinkhorn(bad, m, 1, f, f, nullptr, true) == inval);
+  bad = hp;
+  bad.base = nullptr;
+  CHECK(dc::hc_pre_sinkhorn(bad, m, 1, f, f, nullptr) == inval);
+  bad = hp;
+  bad.sinkhorn_iters = -1;
+  CHECK(dc::hc_pre_sinkhorn(bad, m, 1, f, f, nullptr) == inval);
+
+  // head_rms_norm_rope(q, rows, n, eps, official, col, rd, inv_freq, p0, rows_per_position)
+  for (bool off : {false, true}) {
+    CAPTURE(off);
+    CHECK(dc::head_rms_norm_rope(f, 0, 64, 1e-6f, off, 0, 64, f, 0, 1, nullptr) == cudaSuccess);
+    CHECK(dc::head_rms_norm_rope(f, -1, 64, 1e-6f, off, 0, 64, f, 0, 1, nullptr) == inval);
+    CHECK(dc::head_rms_norm_rope(nullptr, 1, 64, 1e-6f, off, 0, 64, f, 0, 1, nullptr) == inval);
+    CHECK(dc::head_rms_norm_rope(f, 1, 0, 1e-6f, off, 0, 64, f, 0, 1, nullptr) == inval);
+    CHECK(dc::head_rms_norm_rope(f, 1, 64, 1e-6f, off, 0, 63, f, 0, 1, nullptr) == inval);  // odd rd
+    CHECK(dc::head_rms_norm_rope(f, 1, 64, 1e-6f, off, 0, 0, f, 0, 1, nullptr) == inval);
+    CHECK(dc::head_rms_norm_rope(f, 1, 64, 1e-6f, off, 8, 64, f, 0, 1, nullptr) == inval);  // col + rd > n
+    CHECK(dc::head_rms_norm_rope(f, 1, 64, 1e-6f, off, -2, 64, f, 0, 1, nullptr) == inval);
+    CHECK(dc::head_rms_norm_rope(f, 1, 64, 1e-6f, off, 0, 64, nullptr, 0, 1, nullptr) == inval);
+    CHECK(dc::head_rms_norm_rope(f, 1, 64, 1e-6f, off, 0, 64, f, 0, 0, nullptr) == inval);  // rows per position
+
+    // kv_norm_rope_fp8(x, x_stride, w, S, n, eps, official, col, rd, inv_freq, p0, out, out_stride)
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, 0, 64, 1e-6f, off, 0, 64, f, 0, f, 64, nullptr) == cudaSuccess);
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, -1, 64, 1e-6f, off, 0, 64, f, 0, f, 64, nullptr) == inval);
+    CHECK(dc::kv_norm_rope_fp8(nullptr, 64, f, 1, 64, 1e-6f, off, 0, 64, f, 0, f, 64, nullptr) == inval);
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, 1, 64, 1e-6f, off, 0, 64, f, 0, nullptr, 64, nullptr) == inval);
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, 1, 0, 1e-6f, off, 0, 64, f, 0, f, 64, nullptr) == inval);
+    CHECK(dc::kv_norm_rope_fp8(f, 63, f, 1, 64, 1e-6f, off, 0, 64, f, 0, f, 64, nullptr) == inval);  // x_stride < n
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, 1, 64, 1e-6f, off, 0, 64, f, 0, f, 60, nullptr) == inval);  // out_stride < n
+    CHECK(dc::kv_norm_rope_fp8(f, 80, f, 1, 64, 1e-6f, off, 8, 64, f, 0, f, 80, nullptr) == inval);  // col + rd > n
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, 1, 64, 1e-6f, off, 0, 63, f, 0, f, 64, nullptr) == inval);  // odd rd
+    CHECK(dc::kv_norm_rope_fp8(f, 64, f, 1, 64, 1e-6f, off, 0, 64, nullptr, 0, f, 64, nullptr) == inval);
+  }
   CHECK(cudaDeviceSynchronize() == cudaSuccess);
 }
 

@@ -177,7 +177,8 @@ HostWeight make_weight(std::mt19937_64& rng, WeightFormat fmt, int64_t out, int6
   return w;
 }
 
-enum class Path { direct, via_linear };
+// mma: linear_small_mma called directly (it must take the case).
+enum class Path { direct, via_linear, mma };
 
 struct Case {
   WeightFormat fmt;
@@ -241,7 +242,9 @@ void run_case(std::mt19937_64& rng, const Case& c, Path path, bool expect_small,
   a.out_group = c.out_group;
   a.quant_act = c.quant;
   a.bf16_out = c.bf16;
-  if (path == Path::direct) {
+  if (path == Path::mma) {
+    REQUIRE(dc::linear_small_mma(a, nullptr) == cudaSuccess);
+  } else if (path == Path::direct) {
     const cudaError_t e = dc::linear_small(a, nullptr);
     if (expect_small) {
       REQUIRE(e == cudaSuccess);
@@ -451,4 +454,69 @@ TEST_CASE("linear_small takes the Flash decode shapes", "[gpu][dense][linear_sma
     c.rows = 16;  // the largest bucket: taken, finite, poison kept
     run_case(rng, c, Path::direct, true, pool, false);
   }
+}
+
+// The tensor-core path of official FP8 linears (linear_small_mma: 1..8 rows, 128×128 blocks, whole
+// 128-blocks of K, 16-row groups): its own shapes, odd row counts, gathered rows, the Flash shapes
+// it takes; against cpu::linear within linear's f32 summation bound (its block sums come from the
+// tensor cores, whose products are exact and whose sums of 32 stay inside that bound), poison kept.
+TEST_CASE("linear_small_mma matches cpu::linear on official FP8 linears", "[gpu][dense][linear_small]") {
+  const uint64_t seed = fresh_seed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  cpu::ThreadPool pool(8);
+  const WeightFormat f8 = WeightFormat::fp8;
+  for (int64_t rows : {1, 2, 3, 5, 8})
+    for (bool bf16 : {true, false}) {
+      Case c{f8, 48, 384, rows, true, bf16};
+      c.x_pad = 4;  // 16-byte aligned rows (the forward's x_stride = in)
+      run_case(rng, c, Path::mma, true, pool);
+      c.gather = true;
+      run_case(rng, c, Path::mma, true, pool);
+      c = Case{f8, 272, 1280, rows, true, bf16};
+      c.x_pad = 0;
+      run_case(rng, c, Path::mma, true, pool);
+    }
+  struct Flash {
+    const char* name;
+    int64_t out, in;
+  };
+  for (const Flash& s : {Flash{"wq_a|wkv", 1536, 4096}, Flash{"wq_b", 32768, 1024}, Flash{"wo_b", 4096, 8192},
+                         Flash{"indexer wq_b", 8192, 1024}, Flash{"shared w1|w3", 4096, 4096},
+                         Flash{"shared w2", 4096, 2048}}) {
+    INFO(s.name);
+    Case c{f8, s.out, s.in, 1, true, true};
+    c.x_pad = 0;
+    run_case(rng, c, Path::mma, true, pool);
+    c.rows = 4;
+    run_case(rng, c, Path::mma, true, pool);
+  }
+  // What it declines, before any launch: odd K blocks, 9 rows, unquantised input, grouped output.
+  DevBuf<uint8_t> d(4096 * 384);
+  DevBuf<float> x(9 * 400), y(9 * 64);
+  dc::LinearArgs a;
+  a.w.format = f8;
+  a.w.out = 64;
+  a.w.in = 384;
+  a.w.block_out = a.w.block_in = 128;
+  a.w.scale_cols = 3;
+  a.w.data = d.p;
+  a.w.scale = d.p;
+  a.x = x.p;
+  a.x_stride = 384;
+  a.y = y.p;
+  a.y_stride = 64;
+  a.rows = 9;
+  a.quant_act = true;
+  CHECK(dc::linear_small_mma(a, nullptr) == cudaErrorNotSupported);
+  a.rows = 8;
+  a.quant_act = false;
+  CHECK(dc::linear_small_mma(a, nullptr) == cudaErrorNotSupported);
+  a.quant_act = true;
+  a.out_group = 32;
+  CHECK(dc::linear_small_mma(a, nullptr) == cudaErrorNotSupported);
+  a.out_group = 0;
+  a.w.in = 320;
+  CHECK(dc::linear_small_mma(a, nullptr) == cudaErrorNotSupported);
+  CHECK(cudaDeviceSynchronize() == cudaSuccess);
 }
