@@ -21,7 +21,7 @@
 namespace dsv4::cli {
 
 int cmd_eval_logits(const Args& args) {
-  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "numerics", "device"});
+  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "numerics", "device", "ep-ranks", "ep-combine"});
   const Logger log = Logger::from_env();
   LoadOptions opt;
   opt.backend = f.get("backend", "cpu");
@@ -36,6 +36,12 @@ int cmd_eval_logits(const Args& args) {
   if (opt.backend == "cpu") {  // CPU-only settings
     opt.backend_params.emplace_back("threads", std::to_string(f.get_int("threads", 0)));
     opt.backend_params.emplace_back("indexer_ties", ties);
+    // Expert parallelism emulated over N ranks (docs/expert-parallel.md).
+    if (f.has("ep-ranks")) opt.backend_params.emplace_back("ep_ranks", std::to_string(f.get_int("ep-ranks", 1)));
+    if (f.has("ep-combine")) opt.backend_params.emplace_back("ep_combine", f.get("ep-combine"));
+  } else if (f.has("ep-ranks") || f.has("ep-combine")) {
+    fail(Status::unsupported, "--ep-ranks / --ep-combine: the multi-rank emulation runs on --backend cpu "
+                              "(NCCL expert parallelism over GPUs is not available yet)");
   }
   if (f.has("backend-params")) add_backend_params(f.get("backend-params"), opt.backend_params);
   opt.load_tokenizer = false;

@@ -18,7 +18,7 @@ namespace {
 // models); larger checkpoints (Flash) are dequantised row by row from the mmap at use.
 constexpr size_t kDenseBudgetBytes = size_t{2} << 30;
 constexpr int kMaxThreads = 1024;
-constexpr const char* kKnownParams[] = {"threads", "indexer_ties"};
+constexpr const char* kKnownParams[] = {"threads", "indexer_ties", "ep_ranks", "ep_combine"};
 
 int parse_threads(const BackendOptions& opt) {
   const std::string* v = find_param(opt, "threads");
@@ -43,6 +43,27 @@ bool parse_ties(const BackendOptions& opt) {
   fail(Status::invalid_argument, "cpu backend: indexer_ties '{}' must be 'lowest' or 'torch-cpu'", *v);
 }
 
+// Expert parallelism emulated on the CPU (dsv4/expert_parallel.hpp, docs/expert-parallel.md):
+// ep_ranks=N (default 1 = off), ep_combine=partial|exact.
+MoeEp parse_ep(const BackendOptions& opt, const ModelConfig& cfg) {
+  MoeEp ep;
+  if (const std::string* v = find_param(opt, "ep_ranks")) {
+    int n = -1;
+    const auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+    const int64_t most = std::min<int64_t>(cfg.n_routed_experts, kMaxEpWorld);
+    if (ec != std::errc() || p != v->data() + v->size() || n < 1 || n > most)
+      fail(Status::invalid_argument, "cpu backend: ep_ranks '{}' must be an integer in [1, {}] (at most one rank per "
+                                     "routed expert)", *v, most);
+    ep.world = n;
+  }
+  if (const std::string* v = find_param(opt, "ep_combine")) {
+    if (*v == "partial") ep.combine = EpCombine::partial;
+    else if (*v == "exact") ep.combine = EpCombine::exact;
+    else fail(Status::invalid_argument, "cpu backend: ep_combine '{}' must be 'partial' or 'exact'", *v);
+  }
+  return ep;
+}
+
 }  // namespace
 
 CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log)
@@ -55,6 +76,7 @@ CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const Bac
     fail(Status::invalid_argument, "cpu backend: indexer_ties=torch-cpu emulates the float64 fixtures' reference run; "
                                    "official numerics use the lowest-index rule");
   torch_cpu_ties_ = parse_ties(opt);
+  ep_ = parse_ep(opt, cfg_);
   const int threads_opt = parse_threads(opt);
   if (opt.rollback_tokens < 0 || opt.rollback_tokens > 4096)
     fail(Status::invalid_argument, "rollback_tokens {} must be in [0, 4096]", opt.rollback_tokens);
@@ -81,6 +103,9 @@ CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const Bac
             w_.head.dense.empty() ? "dequantised per row at use" : "pre-dequantised to f32", cost.fixed.total(),
             cost.page.total(), cost.page_tokens,
             state_pool_->budget() ? fmt::format("{} B", state_pool_->budget()) : std::string("unlimited"));
+  if (ep_.world > 1)
+    log_.info("cpu backend: expert parallelism emulated over {} ranks ({} combine; docs/expert-parallel.md)", ep_.world,
+              ep_.combine == EpCombine::exact ? "exact" : "partial-sum");
 }
 
 CpuBackend::~CpuBackend() = default;

@@ -42,7 +42,7 @@ void CpuBackend::decoder_block(const LayerWeights& L, LayerState& ls, std::vecto
 
   // FFN half.
   pre(L.hc_ffn, L.ffn_norm);
-  moe(cfg_, L, x.data(), tokens, S, y.data(), *pool_, official_);
+  moe(cfg_, L, x.data(), tokens, S, y.data(), *pool_, official_, ep_);
   post_mix();
 }
 

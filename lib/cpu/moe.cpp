@@ -57,7 +57,7 @@ void run_expert(const ExpertWeights& ex, const float* xs, int64_t n, const doubl
 }  // namespace
 
 void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
-         float* f, ThreadPool& pool, bool official) {
+         float* f, ThreadPool& pool, bool official, const MoeEp& ep) {
   const MoeWeights& m = layer.moe;
   const int64_t D = cfg.hidden_size, E = cfg.n_routed_experts;
   const int K = cfg.experts_per_token;
@@ -94,13 +94,59 @@ void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, cons
   std::vector<double> acc(official ? 0 : static_cast<size_t>(S * D), 0.0);
   std::vector<float> acc_f(official ? static_cast<size_t>(S * D) : 0, 0.0f);
   std::vector<float> xs;
-  for (int64_t e = 0; e < E; ++e) {
+  // Expert e's rows into (acc | acc_f)[dst[r]] (dst = the rows' tokens, or 0… for a private buffer).
+  auto expert = [&](int64_t e, double* a, float* af, const int64_t* dst) {
     const auto& rows = rows_of[e];
-    if (rows.empty()) continue;
     xs.resize(rows.size() * static_cast<size_t>(D));
     for (size_t r = 0; r < rows.size(); ++r) std::copy(x + rows[r] * D, x + (rows[r] + 1) * D, xs.begin() + r * D);
     run_expert(m.experts[e], xs.data(), static_cast<int64_t>(rows.size()), weight_of[e].data(), cfg.swiglu_limit,
-               cfg.swiglu_limit > 0, official, acc.data(), acc_f.data(), rows.data(), D, pool);
+               cfg.swiglu_limit > 0, official, a, af, dst, D, pool);
+  };
+  if (ep.world <= 1) {
+    for (int64_t e = 0; e < E; ++e)
+      if (!rows_of[e].empty()) expert(e, acc.data(), acc_f.data(), rows_of[e].data());
+  } else {
+    // The emulated ranks: each runs only the experts it owns (ascending id) and hands the result to
+    // the combine — its partial sums, or (exact) every (token, expert) output.
+    const EpPlan plan = make_ep_plan(cfg, ep.world);
+    EpCombineCpu comb(ep.combine, ep.world, S, D, official);
+    std::vector<double> part, tmp;
+    std::vector<float> part_f, tmp_f;
+    std::vector<int64_t> own_rows;
+    for (int r = 0; r < ep.world; ++r) {
+      if (ep.combine == EpCombine::partial) {
+        part.assign(official ? 0 : static_cast<size_t>(S * D), 0.0);
+        part_f.assign(official ? static_cast<size_t>(S * D) : 0, 0.0f);
+      }
+      for (int64_t e = plan.first[static_cast<size_t>(r)]; e < plan.first[static_cast<size_t>(r)] + plan.count[static_cast<size_t>(r)]; ++e) {
+        const auto& rows = rows_of[e];
+        if (rows.empty()) continue;
+        if (ep.combine == EpCombine::partial) {
+          expert(e, part.data(), part_f.data(), rows.data());
+          continue;
+        }
+        const size_t n = rows.size();
+        tmp.assign(official ? 0 : n * static_cast<size_t>(D), 0.0);
+        tmp_f.assign(official ? n * static_cast<size_t>(D) : 0, 0.0f);
+        own_rows.resize(n);
+        for (size_t i = 0; i < n; ++i) own_rows[i] = static_cast<int64_t>(i);
+        expert(e, tmp.data(), tmp_f.data(), own_rows.data());
+        std::vector<double> v(static_cast<size_t>(D));
+        for (size_t i = 0; i < n; ++i) {
+          for (int64_t d = 0; d < D; ++d)
+            v[static_cast<size_t>(d)] = official ? tmp_f[i * D + d] : tmp[i * D + d];
+          comb.contribute_slot(r, rows[i], e, v);
+        }
+      }
+      if (ep.combine == EpCombine::partial) {
+        if (official) part.assign(part_f.begin(), part_f.end());  // exact: floats in double
+        comb.contribute_partial(r, part);
+      }
+    }
+    std::vector<double> red(static_cast<size_t>(S * D));
+    comb.reduce(red);
+    if (official) std::copy(red.begin(), red.end(), acc_f.begin());  // exact: float-valued
+    else acc = std::move(red);
   }
   std::vector<int64_t> all(static_cast<size_t>(S));
   std::iota(all.begin(), all.end(), 0);

@@ -99,6 +99,7 @@ class CpuBackend final : public Backend {
   SeqHandle next_handle_ = 1;
   StepId next_step_ = 1;
   bool torch_cpu_ties_ = false;
+  MoeEp ep_;  // ep_ranks / ep_combine: expert parallelism emulated on the CPU (world 1 = off)
   bool official_ = false;  // BackendOptions::numerics == official (dsv4/numerics.hpp)
   std::vector<int64_t>* tie_positions_ = nullptr;  // the running chunk's OracleChunk::tie_positions_out
   int64_t torch_cpu_row_ = 0;                      // the running chunk's OracleChunk::oracle_length / 4

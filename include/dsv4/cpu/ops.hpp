@@ -4,6 +4,7 @@
 // a float64 oracle at 2300 tokens). Row-major layouts are stated per argument. No allocation that
 // outlives a call; no global state.
 #pragma once
+#include "dsv4/expert_parallel.hpp"
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -106,7 +107,13 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
 // f[S, D] = MoE_L(x[S, D]) with token ids (hash routing).
 // official: bf16 expert GEMM outputs, routing weight before w2, f32 sum in ascending expert id with
 // the shared expert last and one bf16 rounding (spec §3.6); reference: f32/double, weight after w2.
+// Expert parallelism emulated on the CPU (dsv4/expert_parallel.hpp): `world` ranks, each summing
+// only the routed experts it owns, combined through EpCombineCpu; world 1 = no emulation.
+struct MoeEp {
+  int world = 1;
+  EpCombine combine = EpCombine::partial;
+};
 void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
-         float* f, ThreadPool& pool, bool official = false);
+         float* f, ThreadPool& pool, bool official = false, const MoeEp& ep = {});
 
 }  // namespace dsv4::cpu
