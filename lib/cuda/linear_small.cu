@@ -29,6 +29,7 @@
 
 #include "dsv4/numerics.hpp"
 #include "kernels.hpp"
+#include "func_attr.hpp"
 
 namespace dsv4::cuda {
 namespace {
@@ -435,7 +436,9 @@ template <WeightFormat F, int R, int C>
 cudaError_t launch_rc(const Params& p, dim3 grid, size_t smem, cudaStream_t stream) {
   constexpr int U = unroll_of(R, C);
   auto kern = linear_small_kernel<F, R, C, U>;
-  static const cudaError_t attr = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemCap);
+  static PerDeviceOnce smem_opt_in;  // per device (func_attr.hpp)
+  const cudaError_t attr =
+      smem_opt_in([&] { return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemCap); });
   if (attr != cudaSuccess) return attr;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;

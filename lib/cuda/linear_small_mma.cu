@@ -32,6 +32,7 @@
 
 #include "dsv4/numerics.hpp"
 #include "kernels.hpp"
+#include "func_attr.hpp"
 
 namespace dsv4::cuda {
 namespace {
@@ -196,9 +197,11 @@ __global__ void __launch_bounds__(kThreads, 2) linear_fp8_mma_kernel(const __gri
 
 template <int KS>
 cudaError_t launch(const Params& p, int ctas, size_t smem, cudaStream_t stream) {
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(linear_fp8_mma_kernel<KS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(kMaxRows * (kMaxK + kPad) + kMaxRows * (kMaxK / 128) * 4 + kWarps * 128 * 4));
+  static PerDeviceOnce smem_opt_in;  // per device (func_attr.hpp)
+  const cudaError_t attr = smem_opt_in([] {
+    return cudaFuncSetAttribute(linear_fp8_mma_kernel<KS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                static_cast<int>(kMaxRows * (kMaxK + kPad) + kMaxRows * (kMaxK / 128) * 4 + kWarps * 128 * 4));
+  });
   if (attr != cudaSuccess) return attr;
   linear_fp8_mma_kernel<KS><<<static_cast<unsigned>(ctas), kThreads, smem, stream>>>(p);
   return cudaGetLastError();

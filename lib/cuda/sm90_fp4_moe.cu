@@ -11,6 +11,7 @@
 #include "sm90_fp4_moe_ring.cuh"
 #include "sm90_fp4_moe_wgmma.cuh"
 #include "sm90_fp8_gemv_common.cuh"
+#include "func_attr.hpp"
 
 namespace dsv4::cuda {
 using namespace gemv_detail;
@@ -142,8 +143,9 @@ void set_w13_operands(moe_ring_detail::MRParams& p, const uint8_t* w13, int num_
 // One instantiation (and one smem-limit static) per kernel: both kernels share a type.
 template <auto kern>
 cudaError_t launch_ring_moe(const RingMoePlan& rp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  static PerDeviceOnce smem_opt_in;  // per device (func_attr.hpp)
+  const cudaError_t attr =
+      smem_opt_in([&] { return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024); });
   DSV4_GEMV_TRY(attr);
   return launch_ex(kern, rp.p.grid, rp.warps * 32, rp.smem, stream, pdl, rp.p);
 }

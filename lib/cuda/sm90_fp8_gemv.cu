@@ -9,6 +9,7 @@
 #include "sm90_fp8_gemv_common.cuh"
 #include "sm90_fp8_gemv_direct.cuh"
 #include "sm90_fp8_gemv_ring.cuh"
+#include "func_attr.hpp"
 
 namespace dsv4::cuda {
 using namespace gemv_detail;
@@ -57,8 +58,9 @@ DirectPlan direct_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
 template <int NH>
 cudaError_t launch_direct(const DirectPlan& dp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
   auto kern = direct_detail::fp8_direct_kernel<NH>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  static PerDeviceOnce smem_opt_in;  // per device (func_attr.hpp)
+  const cudaError_t attr =
+      smem_opt_in([&] { return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024); });
   DSV4_GEMV_TRY(attr);
   return launch_ex(kern, dp.grid, direct_detail::kDThreads, dp.smem, stream, pdl, dp.p);
 }
@@ -123,8 +125,9 @@ RingPlan ring_plan(int64_t n, int64_t k, int m, const DeviceInfo& d) {
 template <int NH>
 cudaError_t launch_ring(const RingPlan& rp, const DeviceInfo& d, cudaStream_t stream, bool pdl) {
   auto kern = ring_detail::fp8_ring_kernel<NH>;
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  static PerDeviceOnce smem_opt_in;  // per device (func_attr.hpp)
+  const cudaError_t attr =
+      smem_opt_in([&] { return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024); });
   DSV4_GEMV_TRY(attr);
   return launch_ex(kern, rp.p.grid, ring_detail::kRThreads, rp.smem, stream, pdl, rp.p);
 }

@@ -13,6 +13,7 @@
 
 #include "dsv4/cuda/gemv_layout.hpp"
 #include "dsv4/dtypes.hpp"
+#include "func_attr.hpp"
 
 // Returns the error of a CUDA call from the enclosing launcher (no exceptions, no fmt in kernels).
 #define DSV4_GEMV_TRY(expr)                       \
@@ -976,8 +977,9 @@ cudaError_t launch_ex(void (*kern)(KArgs...), int grid, int threads, size_t smem
 template <int KIND, int NH>
 cudaError_t launch(Params p, const Plan& pl, const DeviceInfo& d, cudaStream_t stream, bool pdl = true) {
   auto kern = gemv_kernel<KIND, NH>;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024);
+  static PerDeviceOnce smem_opt_in;  // per device (func_attr.hpp)
+  const cudaError_t attr =
+      smem_opt_in([&] { return cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - 1024); });
   DSV4_GEMV_TRY(attr);
   if (pl.smem > static_cast<size_t>(d.smem_optin - 1024)) return cudaErrorInvalidValue;
   p.grid = pl.grid;
