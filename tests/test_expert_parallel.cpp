@@ -245,4 +245,8 @@ TEST_CASE("dsv4 eval-logits --ep-ranks runs the emulation from the command line"
                                       "--ep-ranks 0 2>/dev/null",
                                       DSV4_CLI_PATH, f->dir, f->dir, out);
   CHECK(std::system(bad.c_str()) != 0);
+  const std::string twice = fmt::format("'{}' eval-logits --model '{}/model' --input '{}/reference.safetensors' --out '{}' "
+                                        "--devices 0,0 2>/dev/null",
+                                        DSV4_CLI_PATH, f->dir, f->dir, out);
+  CHECK(std::system(twice.c_str()) != 0);  // a device listed twice
 }

@@ -118,6 +118,20 @@ class Flags {
       b = e + 1;
     }
   }
+  // --device N or --devices 0,1,… (vLLM-style device list; several GPUs need expert parallelism,
+  // which the backend refuses with a clear error until it is available): the load's device ids.
+  std::vector<int> get_devices() const {
+    if (has("device") && has("devices")) fail(Status::invalid_argument, "give --device or --devices, not both");
+    std::vector<int> ids;
+    if (has("device")) ids.push_back(static_cast<int>(get_int_list("device", 0, 1023).at(0)));
+    if (has("devices"))
+      for (long long v : get_int_list("devices", 0, 1023)) {
+        if (std::find(ids.begin(), ids.end(), static_cast<int>(v)) != ids.end())
+          fail(Status::invalid_argument, "flag --devices: device {} is listed twice", v);
+        ids.push_back(static_cast<int>(v));
+      }
+    return ids;
+  }
   // Token ids: a comma-separated list in [0, INT32_MAX] (the vocabulary bound is the model's check).
   std::vector<int32_t> get_id_list(const std::string& n) const {
     std::vector<int32_t> ids;

@@ -21,13 +21,13 @@
 namespace dsv4::cli {
 
 int cmd_eval_logits(const Args& args) {
-  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "numerics", "device", "ep-ranks", "ep-combine"});
+  Flags f(args, {"model", "input", "out", "chunks", "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "numerics", "device", "devices", "ep-ranks", "ep-combine"});
   const Logger log = Logger::from_env();
   LoadOptions opt;
   opt.backend = f.get("backend", "cpu");
   opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
   opt.numerics = parse_numerics(f.get("numerics", "reference"));
-  if (f.has("device")) opt.device_ids = {static_cast<int>(f.get_int("device", 0))};
+  opt.device_ids = f.get_devices();
   // torch-cpu ties reproduce the float64 fixtures (reference numerics); official numerics take the
   // official lowest-index rule.
   const std::string ties = f.get("indexer-ties", opt.numerics == Numerics::official ? "lowest" : "torch-cpu");

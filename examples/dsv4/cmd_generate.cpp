@@ -17,7 +17,7 @@ int cmd_generate(const Args& args) {
   Flags f(args,
           {"model", "prompt", "prompt-ids", "max-new-tokens", "temperature", "top-p", "top-k", "min-p", "seed",
            "experts-per-token", "backend", "backend-params", "threads", "indexer-ties", "repetition-penalty", "frequency-penalty", "presence-penalty",
-           "stop", "prefill-chunk", "numerics", "device"},
+           "stop", "prefill-chunk", "numerics", "device", "devices"},
           {"ids-only", "ignore-eos"});
   if (f.has("prompt") == f.has("prompt-ids")) fail(Status::invalid_argument, "give exactly one of --prompt or --prompt-ids");
   const Logger log = Logger::from_env();
@@ -25,7 +25,7 @@ int cmd_generate(const Args& args) {
   opt.backend = f.get("backend", "cpu");
   opt.experts_per_token = static_cast<int>(f.get_int("experts-per-token", 0));
   opt.numerics = parse_numerics(f.get("numerics", "reference"));
-  if (f.has("device")) opt.device_ids = {static_cast<int>(f.get_int("device", 0))};
+  opt.device_ids = f.get_devices();
   // CPU-only settings go to the backend as key/value settings (it checks them).
   if (f.has("threads")) opt.backend_params.emplace_back("threads", f.get("threads"));
   if (f.has("indexer-ties")) opt.backend_params.emplace_back("indexer_ties", f.get("indexer-ties"));

@@ -28,6 +28,7 @@ constexpr const char* kUsage = R"(usage: dsv4 serve MODEL_DIR [flags]
                               (default: $DSV4_API_KEY, else $VLLM_API_KEY, else none)
   --backend cpu|cuda|null     (default cpu; null = no model math, for load tests)
   --device N                  CUDA device for --backend cuda (default 0)
+  --devices 0,1,...           CUDA devices (several need expert parallelism: not available yet)
   --backend-params k=v,...    backend settings (cuda: gemm=on|promoted|off, attn_mma, hc_fork, moe_fork, fuse: on|off,
                               linear_mma=off|on; docs/architecture.md)
   --numerics reference|official  arithmetic (default reference; official = DeepSeek's bf16 run)
@@ -84,7 +85,7 @@ int cmd_serve(const Args& args) {
   Flags f(args, {"model", "host", "port", "served-model-name", "api-key", "backend", "backend-params", "experts-per-token", "threads",
                  "state-budget-bytes", "max-model-len", "max-num-seqs", "max-num-batched-tokens", "max-waiting", "max-n",
                  "preemption", "max-tokens-limit", "max-body-bytes", "timeout", "request-timeout", "workers",
-                 "max-queued-tokens", "log-level", "device", "numerics"});
+                 "max-queued-tokens", "log-level", "device", "devices", "numerics"});
   server::ServerOptions o;
   if (f.positional().size() > 1) fail(Status::invalid_argument, "serve takes one MODEL_DIR, got {}", f.positional().size());
   if (f.positional().size() == 1 && f.has("model")) fail(Status::invalid_argument, "give MODEL_DIR or --model, not both");
@@ -103,7 +104,7 @@ int cmd_serve(const Args& args) {
   else if (const char* v = std::getenv("VLLM_API_KEY"); v && *v) o.api_key = v;
 
   o.load.backend = f.get("backend", "cpu");
-  if (f.has("device")) o.load.device_ids = {static_cast<int>(in_range(f, "device", 0, 0, 1023))};
+  o.load.device_ids = f.get_devices();
   o.load.numerics = parse_numerics(f.get("numerics", "reference"));
   o.load.experts_per_token = static_cast<int>(in_range(f, "experts-per-token", 0, 0, 1024));
   if (f.has("threads")) {
