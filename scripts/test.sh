@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d /usr/local/cuda/bin ] && export PATH="/usr/local/cuda/bin:$PATH"
 bash scripts/setup.sh
+# NVLink multicast stays off on these machines (docs/expert-parallel.md §6): no source may use it.
+if grep -rnE "cuMulticastCreate|multimem\." lib include; then
+  echo "error: lib/ or include/ uses NVLink multicast (cuMulticastCreate / multimem.*)" >&2
+  exit 1
+fi
 bash scripts/build.sh
 (cd build && ctest --output-on-failure -j"$(nproc)" "$@")
 if [ "${DSV4_HOSTILE:-1}" = 1 ]; then
