@@ -29,6 +29,7 @@
 
 #include "dsv4/numerics.hpp"
 #include "kernels.hpp"
+#include "warp_util.cuh"
 #include "func_attr.hpp"
 
 namespace dsv4::cuda {
@@ -37,7 +38,6 @@ namespace cg = cooperative_groups;
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kMaxCluster = 8;
 constexpr int kStageBytes = 96 * 1024;  // staged input rows per CTA: two CTAs fit an SM
 constexpr int kMaxC = 4;
@@ -88,25 +88,10 @@ __device__ __forceinline__ int swz_index(int i) {
   return ch * E + ((q ^ swz<E>(ch)) << 2) + (i & 3);
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max_nonneg(float v) {  // a NaN operand is ignored (as the CPU scan)
-  for (int o = 16; o > 0; o >>= 1) {
-    const float t = __shfl_xor_sync(kFullMask, v, o);
-    v = t > v ? t : v;
-  }
-  return v;
-}
+using dev::ldg_stream;
+using dev::warp_max_nonneg;
+using dev::warp_sum;
 
-__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 // Two e4m3 codes (low 16 bits of `two`, low byte first) → f32, exactly (via f16).
 __device__ __forceinline__ float2 e4m3x2_to_f32x2(uint32_t two) {
   uint32_t h;
@@ -216,9 +201,7 @@ __device__ void stage_rows(const Params& p, int64_t row0, int nr, int64_t col0, 
     for (int j = 0; j < 4; ++j) {
       const int i = b + lane + 32 * j;
       if (i >= len) continue;
-      float q = v[j] / s;  // exact: s is a power of two
-      q = q > 448.0f ? 448.0f : (q < -448.0f ? -448.0f : q);
-      dst[swz_index<E>(i)] = e4m3_to_f32(f32_to_e4m3(q)) * s;
+      dst[swz_index<E>(i)] = e4m3_to_f32(dev::fp8_act_code(v[j], s)) * s;
     }
     }
   }

@@ -32,6 +32,7 @@
 
 #include "dsv4/numerics.hpp"
 #include "kernels.hpp"
+#include "warp_util.cuh"
 #include "func_attr.hpp"
 
 namespace dsv4::cuda {
@@ -57,13 +58,8 @@ struct Params {
   bool bf16_out;
 };
 
-__device__ __forceinline__ uint4 ldg_stream(const uint8_t* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
+using dev::ldg_stream;
+using dev::warp_max_nonneg;
 
 __device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                          uint32_t b1) {
@@ -72,14 +68,6 @@ __device__ __forceinline__ void mma_e4m3(float (&d)[4], uint32_t a0, uint32_t a1
       "{%0,%1,%2,%3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ float warp_max_nonneg(float v) {  // a NaN operand is ignored (as the CPU scan)
-  for (int o = 16; o > 0; o >>= 1) {
-    const float t = __shfl_xor_sync(0xffffffffu, v, o);
-    v = t > v ? t : v;
-  }
-  return v;
 }
 
 template <int KS>
@@ -136,11 +124,7 @@ __global__ void __launch_bounds__(kThreads, 2) linear_fp8_mma_kernel(const __gri
       float amax = fmaxf(fmaxf(fabsf(v[j].x), fabsf(v[j].y)), fmaxf(fabsf(v[j].z), fabsf(v[j].w)));
       amax = warp_max_nonneg(amax);
       const float s = e8m0_to_f32(fp8_act_scale_e8m0(amax));
-      auto code = [s](float e) {
-        float q = e / s;  // exact: s is a power of two
-        q = q > 448.0f ? 448.0f : (q < -448.0f ? -448.0f : q);
-        return static_cast<uint32_t>(f32_to_e4m3(q));
-      };
+      auto code = [s](float e) { return static_cast<uint32_t>(dev::fp8_act_code(e, s)); };
       reinterpret_cast<uint32_t*>(xq + r * stride + b * 128)[lane] =
           code(v[j].x) | code(v[j].y) << 8 | code(v[j].z) << 16 | code(v[j].w) << 24;
       if (lane == 0) sx[r * nblk + b] = s;
