@@ -15,4 +15,5 @@ int cmd_parse_completion(const Args& args);// cmd_chat_template.cpp (issue: chat
 int cmd_eval_logits(const Args& args);     // cmd_eval_logits.cpp  (issue: CPU forward)
 int cmd_generate(const Args& args);        // cmd_generate.cpp     (issue: CPU forward)
 int cmd_serve(const Args& args);           // cmd_serve.cpp        (issue: OpenAI server)
+int cmd_calibrate(const Args& args);       // cmd_calibrate.cpp    (issue: single-H200 offload)
 }  // namespace dsv4::cli

@@ -110,6 +110,15 @@ CpuBackend::CpuBackend(const std::string& dir, const ModelConfig& cfg, const Bac
 
 CpuBackend::~CpuBackend() = default;
 
+void CpuBackend::set_expert_usage(ExpertUsage* u) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (u && (u->layers != static_cast<int64_t>(cfg_.num_layers) + cfg_.num_mtp_layers ||
+            u->experts != cfg_.n_routed_experts || u->counts.size() != static_cast<size_t>(u->layers * u->experts)))
+    fail(Status::invalid_argument, "cpu backend: usage statistics of {} layers × {} experts for a model of {} × {}",
+         u->layers, u->experts, cfg_.num_layers + cfg_.num_mtp_layers, cfg_.n_routed_experts);
+  usage_ = u;
+}
+
 SequenceState& CpuBackend::seq_any(SeqHandle h) const {
   auto it = seqs_.find(h);
   if (it == seqs_.end()) fail(Status::invalid_argument, "unknown sequence handle {}", h);

@@ -42,7 +42,12 @@ void CpuBackend::decoder_block(const LayerWeights& L, LayerState& ls, std::vecto
 
   // FFN half.
   pre(L.hc_ffn, L.ffn_norm);
-  moe(cfg_, L, x.data(), tokens, S, y.data(), *pool_, official_, ep_);
+  int64_t* usage_row = nullptr;
+  if (usage_ && L.index < usage_->layers) {
+    usage_row = &usage_->at(L.index, 0);
+    if (L.index == 0) usage_->tokens += S;
+  }
+  moe(cfg_, L, x.data(), tokens, S, y.data(), *pool_, official_, ep_, usage_row);
   post_mix();
 }
 

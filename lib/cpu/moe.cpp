@@ -57,7 +57,7 @@ void run_expert(const ExpertWeights& ex, const float* xs, int64_t n, const doubl
 }  // namespace
 
 void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
-         float* f, ThreadPool& pool, bool official, const MoeEp& ep) {
+         float* f, ThreadPool& pool, bool official, const MoeEp& ep, int64_t* usage_row) {
   const MoeWeights& m = layer.moe;
   const int64_t D = cfg.hidden_size, E = cfg.n_routed_experts;
   const int K = cfg.experts_per_token;
@@ -85,6 +85,7 @@ void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, cons
     double sum = 0;
     for (int32_t e : chosen) sum += score[e];
     for (int32_t e : chosen) {
+      if (usage_row) ++usage_row[e];
       const double wgt = cfg.norm_topk_prob ? score[e] / sum : score[e];
       rows_of[e].push_back(s);
       weight_of[e].push_back(wgt * cfg.routed_scaling_factor);

@@ -24,6 +24,7 @@
 #include "dsv4/cpu/threadpool.hpp"
 #include "dsv4/cpu/weights.hpp"
 #include "dsv4/kv_cache.hpp"
+#include "dsv4/placement.hpp"
 #include "dsv4/safetensors.hpp"
 
 namespace dsv4::cpu {
@@ -67,6 +68,10 @@ class CpuBackend final : public Backend {
 
   // forward() with the torch-cpu tie extras, one per chunk (`extras` empty = none).
   StepResult forward_oracle(std::span<const ForwardChunk> batch, std::span<const OracleChunk> extras);
+  // Router statistics (dsv4 calibrate, dsv4/placement.hpp): while set, every forward adds its
+  // (layer, chosen expert) counts and its tokens to *u (shaped by empty_usage(config)); null stops.
+  // Not thread-safe against a concurrent forward: set it between steps.
+  void set_expert_usage(ExpertUsage* u);
 
  private:
   // ---- forward.cpp: the model, top to bottom ----
@@ -100,6 +105,7 @@ class CpuBackend final : public Backend {
   StepId next_step_ = 1;
   bool torch_cpu_ties_ = false;
   MoeEp ep_;  // ep_ranks / ep_combine: expert parallelism emulated on the CPU (world 1 = off)
+  ExpertUsage* usage_ = nullptr;  // set_expert_usage
   bool official_ = false;  // BackendOptions::numerics == official (dsv4/numerics.hpp)
   std::vector<int64_t>* tie_positions_ = nullptr;  // the running chunk's OracleChunk::tie_positions_out
   int64_t torch_cpu_row_ = 0;                      // the running chunk's OracleChunk::oracle_length / 4

@@ -114,6 +114,7 @@ struct MoeEp {
   EpCombine combine = EpCombine::partial;
 };
 void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
-         float* f, ThreadPool& pool, bool official = false, const MoeEp& ep = {});
+         float* f, ThreadPool& pool, bool official = false, const MoeEp& ep = {},
+         int64_t* usage_row = nullptr);  // usage_row: [E] counts, +1 per (token, chosen expert)
 
 }  // namespace dsv4::cpu
