@@ -61,6 +61,7 @@ MoeEp parse_ep(const BackendOptions& opt, const ModelConfig& cfg) {
     else if (*v == "exact") ep.combine = EpCombine::exact;
     else fail(Status::invalid_argument, "cpu backend: ep_combine '{}' must be 'partial' or 'exact'", *v);
   }
+  if (ep.world > 1) ep.plan = make_ep_plan(cfg, ep.world);
   return ep;
 }
 

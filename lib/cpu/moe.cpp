@@ -10,6 +10,7 @@
 
 #include "dsv4/cpu/ops.hpp"
 #include "dsv4/dtypes.hpp"
+#include "dsv4/error.hpp"
 
 namespace dsv4::cpu {
 namespace {
@@ -109,7 +110,10 @@ void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, cons
   } else {
     // The emulated ranks: each runs only the experts it owns (ascending id) and hands the result to
     // the combine — its partial sums, or (exact) every (token, expert) output.
-    const EpPlan plan = make_ep_plan(cfg, ep.world);
+    const EpPlan& plan = ep.plan;
+    if (plan.world != ep.world || plan.n_experts != E)
+      fail(Status::internal, "moe: expert-parallel plan for {} ranks × {} experts, asked for {} × {}", plan.world,
+           plan.n_experts, ep.world, E);
     EpCombineCpu comb(ep.combine, ep.world, S, D, official);
     std::vector<double> part, tmp;
     std::vector<float> part_f, tmp_f;

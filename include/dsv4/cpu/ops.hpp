@@ -112,6 +112,7 @@ void attention(const AttnContext& c, LayerState& st, const float* x, int64_t S, 
 struct MoeEp {
   int world = 1;
   EpCombine combine = EpCombine::partial;
+  EpPlan plan;  // make_ep_plan(cfg, world), made once with the setting (used when world > 1)
 };
 void moe(const ModelConfig& cfg, const LayerWeights& layer, const float* x, const int32_t* tokens, int64_t S,
          float* f, ThreadPool& pool, bool official = false, const MoeEp& ep = {},
