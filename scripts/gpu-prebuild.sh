@@ -25,6 +25,12 @@ if [ -d "$shared/fixtures" ]; then
   rm -rf "$out/shared/fixtures"
   cp -r "$shared/fixtures" "$out/shared/"
 fi
+# Shared libraries the GPU machine lacks for `dsv4` (cpp-httplib and its brotli; `dsv4 serve`):
+# copied from this machine into prebuilt/lib, which the device scripts put on LD_LIBRARY_PATH.
+mkdir -p "$out/lib"
+ldd "$b/dsv4" | awk '/=> \// {print $3}' | grep -E 'libcpp-httplib|libbrotli' | while read -r so; do
+  cp -L "$so" "$out/lib/"
+done
 du -sh "$out"
 # Debug info and symbols are not needed on the device; the archive keeps the carry small.
 (cd "$out" && strip --strip-all dsv4_gpu_tests test_gemv_ref dsv4 dsv4-bench bench_* 2>/dev/null || true)

@@ -39,9 +39,15 @@ int cmd_eval_logits(const Args& args) {
     // Expert parallelism emulated over N ranks (docs/expert-parallel.md).
     if (f.has("ep-ranks")) opt.backend_params.emplace_back("ep_ranks", std::to_string(f.get_int("ep-ranks", 1)));
     if (f.has("ep-combine")) opt.backend_params.emplace_back("ep_combine", f.get("ep-combine"));
+  } else if (opt.backend == "cuda") {
+    // Expert parallelism over the --devices (NCCL), or N ranks sharing them (host copies); the CUDA
+    // ranks combine their partial sums in rank order (the exact combine is the CPU emulation's).
+    if (f.has("ep-ranks")) opt.backend_params.emplace_back("ep_ranks", std::to_string(f.get_int("ep-ranks", 1)));
+    if (f.has("ep-combine") && f.get("ep-combine") != "partial")
+      fail(Status::unsupported, "--ep-combine {}: the CUDA backend combines partial sums (partial); the exact "
+                                "combine runs on --backend cpu", f.get("ep-combine"));
   } else if (f.has("ep-ranks") || f.has("ep-combine")) {
-    fail(Status::unsupported, "--ep-ranks / --ep-combine: the multi-rank emulation runs on --backend cpu "
-                              "(NCCL expert parallelism over GPUs is not available yet)");
+    fail(Status::unsupported, "--ep-ranks / --ep-combine: expert parallelism runs on --backend cpu (emulated) or cuda");
   }
   if (f.has("backend-params")) add_backend_params(f.get("backend-params"), opt.backend_params);
   opt.load_tokenizer = false;

@@ -10,6 +10,8 @@
 #include "dsv4/checkpoint_schema.hpp"
 #include "dsv4/cuda/cuda_backend.hpp"
 #include "dsv4/error.hpp"
+#include "ep_backend.hpp"
+#include "ep_transport.hpp"
 #include "synthetic.hpp"
 
 namespace dsv4::cuda {
@@ -38,12 +40,13 @@ StateCost f32_state_cost(const std::vector<LayerStateShape>& layout, int rollbac
 }
 }  // namespace
 
-CudaBackend::CudaBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log)
-    : CudaBackend(std::make_unique<Checkpoint>(dir), {}, cfg, opt, log) {}
+CudaBackend::CudaBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log,
+                         const EpRank& ep)
+    : CudaBackend(std::make_unique<Checkpoint>(dir), {}, cfg, opt, log, ep) {}
 
 CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vector<uint8_t>> keep,
-                         const ModelConfig& cfg, const BackendOptions& opt, const Logger& log)
-    : cfg_(cfg), log_(log), official_(opt.numerics == Numerics::official), keep_(std::move(keep)),
+                         const ModelConfig& cfg, const BackendOptions& opt, const Logger& log, const EpRank& ep)
+    : cfg_(cfg), log_(log), ep_(ep), official_(opt.numerics == Numerics::official), keep_(std::move(keep)),
       ckpt_(std::move(ckpt)) {
   const std::string& dir = ckpt_->dir();
   // Kill switches of the fast paths (each on by default): gemm — prefill linears and experts as
@@ -79,9 +82,8 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
     (void)cudaGetLastError();
     fail(Status::unsupported, "cuda backend: no CUDA device is visible (use --backend cpu)");
   }
-  if (opt.device_ids.size() > 1)
-    fail(Status::unsupported, "cuda backend: {} devices asked for; expert parallelism over several GPUs is not "
-                              "available yet (one device id)", opt.device_ids.size());
+  if (opt.device_ids.size() > 1)  // make_cuda_backend hands several devices to the expert-parallel backend
+    fail(Status::internal, "cuda backend: one rank takes one device ({} given)", opt.device_ids.size());
   device_ = opt.device_ids.empty() ? 0 : opt.device_ids[0];
   if (device_ < 0 || device_ >= n)
     fail(Status::invalid_argument, "cuda backend: device {} does not exist ({} visible)", device_, n);
@@ -107,7 +109,7 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   fork2_ev_ = std::make_unique<Event>();
   join2_ev_ = std::make_unique<Event>();
   if (use_gemm && official_) gemm_ = std::make_unique<Gemm>(promoted);
-  w_ = upload_weights(host_, cfg_, log_);
+  w_ = upload_weights(host_, cfg_, log_, ExpertRange{ep_.first, ep_.count});
   layout_ = state_layout(cfg_, opt.rollback_tokens);
   const StateCost cost = f32_state_cost(layout_, opt.rollback_tokens);
   size_t budget = state_budget(opt, cost);
@@ -115,8 +117,12 @@ CudaBackend::CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vect
   state_pool_ = std::make_unique<StatePool>(cost, budget);
   cudaDeviceProp prop{};
   DSV4_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
-  log_.info("cuda backend ({} numerics) on device {} ({}): {} layers [{}], {}; state budget {} B", 
-            official_ ? "official" : "reference", device_, prop.name, cfg_.num_layers, cfg_.schedule_string(),
+  const std::string rank =
+      ep_.transport ? fmt::format(", expert-parallel rank {}/{} with experts [{}, {})", ep_.rank, ep_.world, ep_.first,
+                                  ep_.first + (ep_.count < 0 ? cfg_.n_routed_experts : ep_.count))
+                    : "";
+  log_.info("cuda backend ({} numerics) on device {} ({}){}: {} layers [{}], {}; state budget {} B",
+            official_ ? "official" : "reference", device_, prop.name, rank, cfg_.num_layers, cfg_.schedule_string(),
             memory_line(), state_pool_->budget());
 }
 
@@ -354,6 +360,8 @@ void CudaBackend::run_chunk(DevSequence& st, const ForwardChunk& c, ChunkResult&
   try {
     if (copy_rings) rings.save(st, stream());
   } catch (const std::exception& e) {  // nothing has changed yet
+    // Expert parallelism: the other ranks would wait for this one at the first exchange.
+    if (ep_.transport) ep_.transport->abort(e.what());
     const Error* de = dynamic_cast<const Error*>(&e);
     out.status = ChunkStatus::rolled_back;
     out.error_status = de ? de->status() : Status::out_of_memory;
@@ -368,6 +376,9 @@ void CudaBackend::run_chunk(DevSequence& st, const ForwardChunk& c, ChunkResult&
                                                                                        : Status::internal);
     out.error = e.what();
     out.sample = SampleResult{};
+    // Expert parallelism: release the other ranks (and this rank's own collective in flight) before
+    // waiting for the stream.
+    if (ep_.transport) ep_.transport->abort(e.what());
     try {
       // A sticky device error (illegal address) cannot be recovered in this process: mark failed.
       const cudaError_t sticky = cudaStreamSynchronize(stream());
@@ -386,6 +397,7 @@ void CudaBackend::run_chunk(DevSequence& st, const ForwardChunk& c, ChunkResult&
 
 std::unique_ptr<Backend> make_cuda_backend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt,
                                            const Logger& log) {
+  if (const std::optional<EpSettings> ep = ep_settings(opt)) return make_ep_backend(dir, cfg, opt, log, *ep);
   return std::make_unique<CudaBackend>(dir, cfg, opt, log);
 }
 

@@ -29,13 +29,25 @@
 
 namespace dsv4::cuda {
 
+class EpTransport;
+
+// One rank of an expert-parallel backend (lib/cuda/ep_backend.cpp runs W of them): it holds the
+// routed experts [first, first + count) and exchanges its MoE partial sums through `transport`.
+// transport null: no expert parallelism (every expert, no exchange).
+struct EpRank {
+  int rank = 0, world = 1;
+  int first = 0, count = -1;
+  EpTransport* transport = nullptr;
+};
+
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log);
+  CudaBackend(const std::string& dir, const ModelConfig& cfg, const BackendOptions& opt, const Logger& log,
+              const EpRank& ep = {});
   // Over an open checkpoint (a synthetic one: null data for the weights the uploader makes on the
   // device; `keep` owns the host bytes its views point at).
   CudaBackend(std::unique_ptr<Checkpoint> ckpt, std::vector<std::vector<uint8_t>> keep, const ModelConfig& cfg,
-              const BackendOptions& opt, const Logger& log);
+              const BackendOptions& opt, const Logger& log, const EpRank& ep = {});
   ~CudaBackend() override;
 
   std::string name() const override { return "cuda"; }
@@ -89,6 +101,7 @@ class CudaBackend final : public Backend {
 
   ModelConfig cfg_;
   Logger log_;
+  EpRank ep_;
   int device_ = 0;
   bool official_ = false;
   std::vector<std::vector<uint8_t>> keep_;

@@ -1197,7 +1197,7 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y_sl
   const int64_t d_end = (blockIdx.x + 1) * kCombineCols < D ? (blockIdx.x + 1) * kCombineCols : D;
   for (int64_t d = blockIdx.x * kCombineCols + int64_t{threadIdx.x} * V; d < d_end; d += int64_t{blockDim.x} * V) {
     float sh[V], acc[V];
-    load_f<V>(y_shared + s * D + d, sh);
+    if (y_shared) load_f<V>(y_shared + s * D + d, sh);
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e] = 0.0f;
     for (int t0 = 0; t0 < n; t0 += kCombineBatch) {
@@ -1216,6 +1216,10 @@ __global__ void __launch_bounds__(kThreads) moe_combine_kernel(const float* y_sl
     float o[V];
 #pragma unroll
     for (int e = 0; e < V; ++e) {
+      if (!y_shared) {  // an expert-parallel rank's partial sum: f32, no shared expert, no rounding
+        o[e] = acc[e];
+        continue;
+      }
       const float a = acc[e] + sh[e];
       o[e] = official ? round_bf16(a) : a;
     }
@@ -1483,13 +1487,13 @@ cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* we
                         int K, int64_t D, bool official, float* f, cudaStream_t stream, const int32_t* y_rows) {
   if (S < 0 || S > INT_MAX) return cudaErrorInvalidValue;
   if (S == 0) return cudaSuccess;
-  if (!y_slot || !ids || !y_shared || !f || K < 1 || K > kMaxK || D <= 0 || (!official && !weights))
+  if (!y_slot || !ids || !f || K < 1 || K > kMaxK || D <= 0 || (!official && !weights))
     return cudaErrorInvalidValue;
   const int64_t slices = (D + kCombineCols - 1) / kCombineCols;
   if (slices > INT_MAX) return cudaErrorInvalidValue;
   // 16-byte vectors (kCombineCols / 4 = 128 threads per slice) where D % 4 == 0 and the arrays are
   // 16-byte aligned, else 256 threads of single columns.
-  const bool vec = D % 4 == 0 && aligned(y_slot, 16) && aligned(y_shared, 16) && aligned(f, 16);
+  const bool vec = D % 4 == 0 && aligned(y_slot, 16) && (!y_shared || aligned(y_shared, 16)) && aligned(f, 16);
   return for_row_chunks(S, [&](int64_t r0, unsigned n) {
     const dim3 grid(static_cast<unsigned>(slices), n);
     if (vec)

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "cuda_backend.hpp"
+#include "ep_transport.hpp"
 #include "dsv4/error.hpp"
 
 namespace dsv4::cuda {
@@ -107,7 +108,7 @@ void CudaBackend::run_linear(const LinearArgs& a_in, cudaStream_t on) {
 // before. Same arithmetic as the linear() path (see gemm.hpp), another f32 summation order.
 void CudaBackend::experts_gemm(const DevExperts& E, const float* x, const int32_t* ids, const float* wts, int64_t S,
                                float* ys, const int32_t*& y_rows) {
-  const int K = cfg_.experts_per_token, NE = cfg_.n_routed_experts;
+  const int K = cfg_.experts_per_token, NE = E.count;  // the experts this arena holds (local ids)
   const int64_t D = cfg_.hidden_size, I = cfg_.moe_intermediate_size, n = S * K;
   cudaStream_t s = stream();
   std::vector<int32_t> hid;
@@ -446,10 +447,19 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   }
   DSV4_CUDA_CHECK(router(rp, x, tokens_d, S, ids, wts, s));
 
+  // Expert parallelism: this rank computes only its own experts — the router's ids as local numbers
+  // of its arena, −1 (skipped by every expert kernel and by the combine) for the other ranks'.
+  const DevExperts& E = L.experts;
+  const bool ep = ep_.transport != nullptr;
+  if (ep) {
+    int32_t* local = ws_.get<int32_t>(static_cast<size_t>(S * K));
+    DSV4_CUDA_CHECK(ep_local_ids(ids, S * K, E.first, E.first + E.count, local, s));
+    ids = local;
+  }
+
   // Routed experts, one row per (token, slot): w1 / w3 of the slot's expert, SwiGLU, w2.
   const int32_t* x_rows = slot_rows_;  // slot r reads token r / K (uploaded once per chunk)
   float* ys = ws_.get<float>(static_cast<size_t>(S * K * D));
-  const DevExperts& E = L.experts;
   const int32_t* y_rows = nullptr;
   const bool grouped = gemm_ && S >= kGemmMinRows;  // prefill chunks: the slots grouped by expert
   auto expert_lin = [&](const WeightView& w, int64_t ds, int64_t ss, const float* in, const int32_t* xr, float* out) {
@@ -488,7 +498,18 @@ void CudaBackend::moe(const DevLayer& L, const float* x, const int32_t* tokens_d
   }
 
   if (fork) DSV4_CUDA_CHECK(cudaStreamWaitEvent(s, join2_ev_->get(), 0));
-  DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, ysh, S, K, D, off, f, s, y_rows));
+  if (!ep) {
+    DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, ysh, S, K, D, off, f, s, y_rows));
+    return;
+  }
+  // This rank's f32 partial (its experts, ascending id), every rank's partial gathered, then the
+  // same rank-order sum + shared expert + one rounding on every rank: identical replicas.
+  const int W = ep_.world;
+  float* part = ws_.get<float>(static_cast<size_t>(S * D));
+  float* all = ws_.get<float>(static_cast<size_t>(W * S * D));
+  DSV4_CUDA_CHECK(moe_combine(ys, ids, wts, nullptr, S, K, D, off, part, s, y_rows));
+  ep_.transport->all_gather(part, all, static_cast<size_t>(S * D), s);
+  DSV4_CUDA_CHECK(ep_reduce(all, W, S, D, ysh, off, f, s));
 }
 
 void CudaBackend::head_hidden(const DevHc& hcw, const float* norm, const float* X, int64_t rows, float* h) {

@@ -169,7 +169,8 @@ cudaError_t swiglu(const float* g, const float* u, const int32_t* ids, const flo
 // f[s] = Σ over token s's valid slots in ascending expert id of w·y_slot (reference; w = 1 in
 // official, where the weight was applied before w2), then + y_shared[s]; official: f32 sum, one
 // bf16 rounding at the end. y_slot [S·K, D] (slot r's row: y_rows[r] when y_rows is given — the
-// prefill MoE's rows grouped by expert — else r), y_shared [S, D].
+// prefill MoE's rows grouped by expert — else r), y_shared [S, D]. y_shared null: an expert-parallel
+// rank's partial sum (the same f32 sum over the valid slots, written unrounded; ep_reduce finishes).
 cudaError_t moe_combine(const float* y_slot, const int32_t* ids, const float* weights, const float* y_shared,
                         int64_t S, int K, int64_t D, bool official, float* f, cudaStream_t stream,
                         const int32_t* y_rows = nullptr);
@@ -316,4 +317,17 @@ cudaError_t fill_fp8_codes(uint8_t* dst, int64_t n, uint64_t seed, float amp, cu
 cudaError_t fill_random_bytes(uint8_t* dst, int64_t n, uint64_t seed, cudaStream_t stream);
 // e8m0 scale codes base + {−jitter, 0, +jitter} at random.
 cudaError_t fill_scale_codes(uint8_t* dst, int64_t n, uint64_t seed, int base, int jitter, cudaStream_t stream);
+}  // namespace dsv4::cuda
+
+// ============================ ep_kernels.cu (expert parallelism) ===============================
+namespace dsv4::cuda {
+// A rank's view of the router's choice: out[i] = ids[i] − lo for lo ≤ ids[i] < hi (the rank's own
+// experts, numbered from 0 as its arena stores them), −1 otherwise (skipped by every expert kernel
+// and by moe_combine). n slots.
+cudaError_t ep_local_ids(const int32_t* ids, int64_t n, int lo, int hi, int32_t* out, cudaStream_t stream);
+// The combine after the all-gather: f[s] = (Σ_{r=0}^{W−1} partials[r][s], f32 in rank order) +
+// y_shared[s], official: one bf16 rounding. partials [W, S, D] (rank r's moe_combine partial),
+// y_shared and f [S, D]. At W = 1 this is bit-identical to moe_combine with the shared expert.
+cudaError_t ep_reduce(const float* partials, int W, int64_t S, int64_t D, const float* y_shared, bool official, float* f,
+                      cudaStream_t stream);
 }  // namespace dsv4::cuda

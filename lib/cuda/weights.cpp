@@ -208,7 +208,7 @@ DevCompressor put_compressor(Uploader& up, const cpu::CompressorWeights& c) {
   return {up.put_linear(c.wkv), up.put_linear(c.wgate), up.put_vec(c.ape), up.put_vec(c.norm)};
 }
 
-DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) {
+DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D, ExpertRange er) {
   DevLayer d;
   d.spec = L.spec;
   d.index = L.index;
@@ -239,24 +239,29 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
     d.tid2eid = up.put_vec(m.tid2eid);
     d.tid2eid_cols = m.tid2eid_cols;
   }
-  // Stacked experts: consecutive puts of equal size are align_up(size) apart.
+  // Stacked experts [lo, hi) (all of them, or an expert-parallel rank's block): consecutive puts of
+  // equal size are align_up(size) apart. The others are never read, so their mmap pages are never
+  // faulted in: a rank reads only its own experts from the checkpoint.
+  const size_t lo = std::min(static_cast<size_t>(er.first), m.experts.size());
+  const size_t hi = er.count < 0 ? m.experts.size() : std::min(lo + static_cast<size_t>(er.count), m.experts.size());
+  if (lo >= hi) fail(Status::internal, "layer {}: the expert range [{}, {}) is empty", L.index, lo, hi);
   auto stack = [&](auto member, WeightView& view, int64_t& data_stride, int64_t& scale_stride) {
     // Data and scales of all experts go as two runs, so that each has a constant stride.
     WeightView first;
-    for (size_t e = 0; e < m.experts.size(); ++e) {
+    for (size_t e = lo; e < hi; ++e) {
       const cpu::Linear& l = m.experts[e].*member;
       WeightView v = l.view();
       v.data = up.put_data(v, l.data);
-      if (e == 0) first = v;
+      if (e == lo) first = v;
       else if (v.format != first.format || v.out != first.out || v.in != first.in)
         fail(Status::format, "tensor '{}': expert shapes or formats differ within a layer", l.name);
     }
-    for (size_t e = 0; e < m.experts.size(); ++e) {
+    for (size_t e = lo; e < hi; ++e) {
       const cpu::Linear& l = m.experts[e].*member;
       const int64_t sb = first.scale_bytes();
       if (sb == 0) break;
       const uint8_t* s = up.put_scale(first, l.scale);
-      if (e == 0) first.scale = s;
+      if (e == lo) first.scale = s;
     }
     view = first;
     data_stride = static_cast<int64_t>(align_up(static_cast<size_t>(first.data_bytes())));
@@ -266,8 +271,8 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
   // right after its w1_e.
   auto stack13 = [&](DevExperts& x) {
     WeightView f1, f3;
-    const bool pair = !m.experts.empty() && Uploader::fusable(m.experts[0].w1.view(), m.experts[0].w3.view());
-    for (size_t e = 0; e < m.experts.size(); ++e) {
+    const bool pair = lo < hi && Uploader::fusable(m.experts[lo].w1.view(), m.experts[lo].w3.view());
+    for (size_t e = lo; e < hi; ++e) {
       const cpu::Linear& l1 = m.experts[e].w1;
       const cpu::Linear& l3 = m.experts[e].w3;
       WeightView v1 = l1.view(), v3 = l3.view();
@@ -275,7 +280,7 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
       v1.data = up.put_data(v1, l1.data);
       up.tight(false);
       v3.data = up.put_data(v3, l3.data);
-      if (e == 0) {
+      if (e == lo) {
         f1 = v1;
         f3 = v3;
       } else if (v1.format != f1.format || v1.out != f1.out || v1.in != f1.in || v3.format != f3.format ||
@@ -283,12 +288,12 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
         fail(Status::format, "tensors '{}' / '{}': expert shapes or formats differ within a layer", l1.name, l3.name);
       }
     }
-    for (size_t e = 0; e < m.experts.size() && f1.scale_bytes() > 0; ++e) {
+    for (size_t e = lo; e < hi && f1.scale_bytes() > 0; ++e) {
       up.tight(pair);
       const uint8_t* s1 = up.put_scale(f1, m.experts[e].w1.scale);
       up.tight(false);
       const uint8_t* s3 = up.put_scale(f3, m.experts[e].w3.scale);
-      if (e == 0) {
+      if (e == lo) {
         f1.scale = s1;
         f3.scale = s3;
       }
@@ -306,6 +311,8 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
     x.w13.out = f1.out + f3.out;
   };
   DevExperts& x = d.experts;
+  x.first = static_cast<int>(lo);
+  x.count = static_cast<int>(hi - lo);
   stack13(x);
   stack(&cpu::ExpertWeights::w2, x.w2, x.w2_data_stride, x.w2_scale_stride);
   up.put_pair(m.shared.w1, m.shared.w3, d.sh_w1, d.sh_w3, d.sh_w13, d.has_sh_w13);
@@ -314,7 +321,7 @@ DevLayer put_layer(Uploader& up, const cpu::LayerWeights& L, int hc, int64_t D) 
 }
 
 void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, DeviceWeights& d,
-          const std::vector<float>& inv_s, const std::vector<float>& inv_c) {
+          const std::vector<float>& inv_s, const std::vector<float>& inv_c, ExpertRange er) {
   const size_t esz = host.embed_dtype == DType::F32 ? 4 : 2;
   d.embed = up.put(host.embed, static_cast<size_t>(cfg.vocab_size) * static_cast<size_t>(cfg.hidden_size) * esz,
                    host.embed_dtype == DType::F32 ? Cat::f32 : Cat::bf16);
@@ -323,7 +330,7 @@ void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, D
   d.norm = up.put_vec(host.norm);
   d.hc_head = put_hc(up, host.hc_head, cfg.hc_mult, cfg.hidden_size);
   d.layers.clear();
-  for (const cpu::LayerWeights& L : host.layers) d.layers.push_back(put_layer(up, L, cfg.hc_mult, cfg.hidden_size));
+  for (const cpu::LayerWeights& L : host.layers) d.layers.push_back(put_layer(up, L, cfg.hc_mult, cfg.hidden_size, er));
   d.mtp.reset();
   if (host.mtp) {
     DevMtp m;
@@ -333,7 +340,7 @@ void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, D
     m.hnorm = up.put_vec(host.mtp->hnorm);
     m.norm = up.put_vec(host.mtp->norm);
     m.hc_head = put_hc(up, host.mtp->hc_head, cfg.hc_mult, cfg.hidden_size);
-    m.block = put_layer(up, host.mtp->block, cfg.hc_mult, cfg.hidden_size);
+    m.block = put_layer(up, host.mtp->block, cfg.hc_mult, cfg.hidden_size, er);
     d.mtp = m;
   }
   d.inv_freq_sliding = up.put_vec(inv_s);
@@ -342,17 +349,17 @@ void walk(Uploader& up, const cpu::ModelWeights& host, const ModelConfig& cfg, D
 
 }  // namespace
 
-DeviceWeights upload_weights(const cpu::ModelWeights& host, const ModelConfig& cfg, const Logger& log) {
+DeviceWeights upload_weights(const cpu::ModelWeights& host, const ModelConfig& cfg, const Logger& log, ExpertRange er) {
   const std::vector<float> inv_s = cfg.rope_inv_freq(false), inv_c = cfg.rope_inv_freq(true);
   DeviceWeights d;
   Uploader plan(log);
-  walk(plan, host, cfg, d, inv_s, inv_c);
+  walk(plan, host, cfg, d, inv_s, inv_c, er);
   const size_t total = plan.used();
   d.bytes = plan.bytes();
   d.arena = DeviceBuffer(total, "the model weights (one arena)");
   Uploader up(log);
   up.begin_commit(d.arena.as<uint8_t>(), total);
-  walk(up, host, cfg, d, inv_s, inv_c);
+  walk(up, host, cfg, d, inv_s, inv_c, er);
   up.finish();
   return d;
 }

@@ -39,6 +39,9 @@ struct DevCompressor {
 // alignment (has_w13: every real shape) w13 views them as one [2I, D] weight — one launch for
 // both (its output row: g then u) — with the w1 strides.
 struct DevExperts {
+  // The global ids [first, first + count) this arena holds (all of them, or an expert-parallel
+  // rank's block); kernels index the stack with local ids (global − first).
+  int first = 0, count = 0;
   WeightView w1, w2, w3;
   int64_t w1_data_stride = 0, w1_scale_stride = 0, w2_data_stride = 0, w2_scale_stride = 0, w3_data_stride = 0,
           w3_scale_stride = 0;
@@ -102,6 +105,11 @@ struct DeviceWeights {
 
 // Uploads `host` (the CPU loader's views of the mmap'd checkpoint) to the current device; logs
 // progress and the achieved GB/s. Error(out_of_memory) naming the arena size and the free memory.
-DeviceWeights upload_weights(const cpu::ModelWeights& host, const ModelConfig& cfg, const Logger& log);
+// The routed experts uploaded: [first, first + count), count −1 = to the end (every expert).
+struct ExpertRange {
+  int first = 0, count = -1;
+};
+DeviceWeights upload_weights(const cpu::ModelWeights& host, const ModelConfig& cfg, const Logger& log,
+                             ExpertRange experts = {});
 
 }  // namespace dsv4::cuda

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0
+. "$(dirname "$0")/find-nccl.sh"
 B=third_party/prebuilt
 [ -d "$B" ] || tar -xJf third_party/carry.tar.xz -C third_party
 export DSV4_SHARED_DIR=$PWD/$B/shared
